@@ -1,0 +1,34 @@
+"""One observation of one target: what the rules judge. Pure values, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from memorywatch.pprof.goroutines import GoroutineProfile
+from memorywatch.pprof.memstats import MemStats
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """What one scrape of one target saw.
+
+    `time` is seconds since the Unix epoch when the scrape finished. `heap_live_bytes` is the live heap as
+    of the last completed GC (the heap profile's in-use total, scaled; or the runtime's own metric when the
+    target exports it), never a mid-cycle HeapAlloc; `heap_live_objects` likewise counts objects. `rss_bytes` is resident memory from the best source the
+    target offers, named in `rss_source` (`prometheus`, `metrics-api`, `proc`, or `maxrss`, a lower bound).
+    `goroutine_profile` is present only when a rule asked for stacks on this scrape.
+    """
+
+    target: str
+    time: float
+    goroutines: int | None = None
+    memstats: MemStats | None = None
+    heap_live_bytes: int | None = None
+    heap_live_objects: int | None = None
+    rss_bytes: int | None = None
+    rss_source: str | None = None
+    finalizers_queued: int | None = None
+    finalizers_executed: int | None = None
+    threads: int | None = None
+    limit_bytes: int | None = None
+    goroutine_profile: GoroutineProfile | None = None
