@@ -1,0 +1,3 @@
+module memorywatch.test/gotargets
+
+go 1.22
