@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 # Go field name -> attribute name, in the order runtime/pprof prints them.
 GO_FIELDS: Mapping[str, str] = {
@@ -90,6 +92,100 @@ class MemStats:
         return out
 
 
+# `Stack = inuse / sys` and friends: runtime/pprof prints these pairs on one line.
+_PAIRS: Mapping[str, tuple[str, str]] = {
+    "Stack": ("stack_inuse", "stack_sys"),
+    "MSpan": ("mspan_inuse", "mspan_sys"),
+    "MCache": ("mcache_inuse", "mcache_sys"),
+}
+_ARRAYS = frozenset({"pause_ns", "pause_end"})
+_FLOATS = frozenset({"gc_cpu_fraction"})
+_BOOLS = frozenset({"debug_gc"})
+# Far more than the 256 entries Go prints, so a hostile line cannot make us build a huge tuple.
+_MAX_ARRAY_ENTRIES = 4096
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    # int() accepts "1_000" and surrounding junk like "+5"; Go never prints those, so only plain digits count.
+    if not text.isascii() or not text.isdigit() or len(text) > 24:
+        return None
+    return int(text)
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _bool(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(text.strip())
+
+
+def _array(text: str) -> tuple[int, ...] | None:
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    items = text[1:-1].split()
+    if len(items) > _MAX_ARRAY_ENTRIES:
+        return None
+    values = [_int(item) for item in items]
+    if any(v is None for v in values):
+        return None
+    return tuple(v for v in values if v is not None)
+
+
+def convert_field(attr: str, raw: object) -> int | float | bool | tuple[int, ...] | None:
+    """Convert one already-decoded value (from text or JSON) to the type of MemStats.`attr`, or None."""
+    if attr in _ARRAYS:
+        if isinstance(raw, str):
+            return _array(raw)
+        if (
+            isinstance(raw, list)
+            and len(raw) <= _MAX_ARRAY_ENTRIES
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw)
+        ):
+            return tuple(raw)
+        return None
+    if attr in _FLOATS:
+        if isinstance(raw, str):
+            return _float(raw)
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
+            return float(raw)
+        return None
+    if attr in _BOOLS:
+        if isinstance(raw, str):
+            return _bool(raw)
+        return raw if isinstance(raw, bool) else None
+    if isinstance(raw, str):
+        return _int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    return None
+
+
 def parse_memstats_lines(lines: Iterable[str]) -> MemStats:
-    """Parse the `# Name = value` lines that follow `# runtime.MemStats` (other lines are ignored)."""
-    raise NotImplementedError
+    """Parse the `# Name = value` lines that follow `# runtime.MemStats` (other lines are ignored).
+
+    A value that does not parse leaves its field None instead of failing the whole reading: one odd field
+    (a future Go printing a new format) must not blind every rule that needs the others.
+    """
+    values: dict[str, Any] = {}
+    for line in lines:
+        name, sep, raw = line.strip().removeprefix("#").partition("=")
+        if not sep:
+            continue
+        name = name.strip()
+        if name in _PAIRS:
+            inuse, slash, sys = raw.partition("/")
+            inuse_attr, sys_attr = _PAIRS[name]
+            values[inuse_attr] = _int(inuse) if slash else None
+            values[sys_attr] = _int(sys) if slash else None
+            continue
+        attr = GO_FIELDS.get(name)
+        if attr is not None:
+            values[attr] = convert_field(attr, raw)
+    return MemStats(**values)

@@ -1,0 +1,146 @@
+"""Streaming parser for `/debug/pprof/heap?debug=1`: header totals, the unsampled live-heap estimate, MemStats."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from memorywatch.pprof.errors import MalformedText
+from memorywatch.pprof.memstats import MemStats, parse_memstats_lines
+
+# writeHeapInternal: "heap profile: %d: %d [%d: %d] @ heap/%d" with the in-use then the allocated
+# objects and bytes, and 2*MemProfileRate as N.
+_HEADER = re.compile(r"heap profile: (\d+): (\d+) \[(\d+): (\d+)\] @ heap/(\d+)")
+_RECORD = re.compile(r"(\d+): (\d+) \[(\d+): (\d+)\] @(?: 0x[0-9a-f]+)*")
+_MEMSTATS_MARKER = "# runtime.MemStats"
+# The MemStats block is ~30 lines; anything past this is not Go's and must not grow our memory.
+_MAX_MEMSTATS_LINES = 64
+# A PauseNs line holds 256 numbers of up to 20 digits; records hold up to 128 PCs.
+_MAX_LINE_CHARS = 16384
+_EXPECTED = "a Go heap profile (`heap profile: N: N [N: N] @ heap/N`)"
+
+
+def scale_heap_sample(count: int, size: int, rate: int) -> tuple[int, int]:
+    """Undo heap sampling for one record exactly as runtime/pprof's scaleHeapSample does.
+
+    A record of `count` objects totalling `size` bytes, sampled on average once every `rate` bytes
+    (MemProfileRate), stands for count/(1-exp(-avgSize/rate)) objects: small objects are rarely sampled.
+    """
+    if count == 0 or size == 0:
+        return 0, 0
+    if rate <= 1:
+        # rate 1 sampled every allocation; rate 0 disabled profiling, so there is nothing to scale by.
+        return count, size
+    avg_size = size / count
+    scale = 1 / (1 - math.exp(-avg_size / rate))
+    return int(count * scale), int(size * scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeapText:
+    """What one heap?debug=1 response says.
+
+    `inuse_*`/`alloc_*` are the raw sampled totals of the header. `live_bytes_estimate` and
+    `live_objects_estimate` are the in-use totals unsampled record by record, the same numbers
+    `go tool pprof` shows for inuse_space/inuse_objects: the live heap as of the last completed GC.
+    `sampling_rate_bytes` is MemProfileRate, half the N of `@ heap/N`.
+    """
+
+    inuse_objects: int
+    inuse_bytes: int
+    alloc_objects: int
+    alloc_bytes: int
+    sampling_rate_bytes: int
+    records: int
+    live_bytes_estimate: int
+    live_objects_estimate: int
+    alloc_bytes_estimate: int
+    alloc_objects_estimate: int
+    memstats: MemStats | None
+
+
+class HeapTextParser:
+    """Feed heap?debug=1 one line at a time, then call `result()`.
+
+    Memory stays bounded whatever the response size: records are folded into running totals as they
+    arrive and frame lines are skipped, so a scraper can stream a large profile through it.
+    """
+
+    def __init__(self) -> None:
+        self._header: tuple[int, int, int, int, int] | None = None
+        self._records = 0
+        self._live = [0, 0, 0, 0]  # inuse objects, inuse bytes, alloc objects, alloc bytes (scaled)
+        self._in_memstats = False
+        self._memstats_lines: list[str] = []
+        self._lines = 0
+
+    def feed(self, line: str) -> None:
+        """Consume one line (with or without its line ending). Raises MalformedText on foreign content."""
+        self._lines += 1
+        line = line.rstrip("\r\n")
+        if len(line) > _MAX_LINE_CHARS:
+            raise MalformedText(_EXPECTED, line, f"line {self._lines} is {len(line)} characters long")
+        if self._header is None:
+            self._feed_header(line)
+        elif self._in_memstats:
+            if len(self._memstats_lines) < _MAX_MEMSTATS_LINES:
+                self._memstats_lines.append(line)
+        elif line.startswith("#"):
+            if line.strip() == _MEMSTATS_MARKER:
+                self._in_memstats = True
+            # Otherwise a frame line (`#\t0x…\tfunc+0x…\tfile:line`): the totals do not need it.
+        elif line.strip():
+            self._feed_record(line)
+
+    def _feed_header(self, line: str) -> None:
+        if not line.strip():
+            return
+        match = _HEADER.fullmatch(line.strip())
+        if match is None:
+            raise MalformedText(_EXPECTED, line)
+        a, b, c, d, n = (int(g) for g in match.groups())
+        self._header = (a, b, c, d, n)
+
+    def _feed_record(self, line: str) -> None:
+        match = _RECORD.fullmatch(line.strip())
+        if match is None:
+            raise MalformedText("a heap profile record (`N: N [N: N] @ 0x…`)", line, f"line {self._lines}")
+        assert self._header is not None
+        inuse_objects, inuse_bytes, alloc_objects, alloc_bytes = (int(g) for g in match.groups())
+        rate = self._header[4] // 2
+        live_objects, live_bytes = scale_heap_sample(inuse_objects, inuse_bytes, rate)
+        all_objects, all_bytes = scale_heap_sample(alloc_objects, alloc_bytes, rate)
+        self._live[0] += live_objects
+        self._live[1] += live_bytes
+        self._live[2] += all_objects
+        self._live[3] += all_bytes
+        self._records += 1
+
+    def result(self) -> HeapText:
+        """The parsed profile. Raises MalformedText if no heap profile header was seen."""
+        if self._header is None:
+            raise MalformedText(_EXPECTED, "", "the body had no heap profile header")
+        inuse_objects, inuse_bytes, alloc_objects, alloc_bytes, n = self._header
+        memstats = parse_memstats_lines(self._memstats_lines) if self._in_memstats else None
+        return HeapText(
+            inuse_objects=inuse_objects,
+            inuse_bytes=inuse_bytes,
+            alloc_objects=alloc_objects,
+            alloc_bytes=alloc_bytes,
+            sampling_rate_bytes=n // 2,
+            records=self._records,
+            live_objects_estimate=self._live[0],
+            live_bytes_estimate=self._live[1],
+            alloc_objects_estimate=self._live[2],
+            alloc_bytes_estimate=self._live[3],
+            memstats=memstats,
+        )
+
+
+def parse_heap_text(text: str) -> HeapText:
+    """Parse a whole heap?debug=1 body held in memory (tests, captures); scrapers stream with HeapTextParser."""
+    parser = HeapTextParser()
+    for line in text.splitlines():
+        parser.feed(line)
+    return parser.result()
