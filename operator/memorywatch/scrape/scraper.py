@@ -1,0 +1,400 @@
+"""The Scraper: the per-interval cheap sample of a Go target, and the on-demand profiles, over pooled HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+from memorywatch.pprof.errors import NotPprofIndex, ProfileTooLarge, snippet
+from memorywatch.pprof.expvar import ExpvarSnapshot, parse_expvar
+from memorywatch.pprof.goroutines import GoroutineProfile, parse_goroutine_debug1
+from memorywatch.pprof.heap_text import HeapText, HeapTextParser
+from memorywatch.pprof.index import parse_index
+from memorywatch.pprof.profiles import parse_profile
+from memorywatch.pprof.prometheus_text import PromSnapshot, parse_prometheus_text
+from memorywatch.rules.model import Probe
+from memorywatch.samples import Sample
+from memorywatch.scrape import procrss, transport
+from memorywatch.scrape.config import Limits, TargetConfig
+from memorywatch.scrape.errors import (
+    NotAGoTarget,
+    ResponseTooLarge,
+    ScrapeError,
+    ScrapeTimeout,
+    TargetUnreachable,
+)
+
+log = logging.getLogger(__name__)
+
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_TITLE = re.compile(rb"<title[^>]*>(.{0,120}?)</title>", re.IGNORECASE | re.DOTALL)
+
+RssPreference = Literal["prometheus", "proc", "maxrss"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextCapture:
+    """A text endpoint as read. `truncated` is True when the body went past `limit_bytes` and `data` holds
+    only its first `limit_bytes` bytes: a partial goroutine dump is still evidence, so it is not an error."""
+
+    data: bytes
+    truncated: bool
+    limit_bytes: int
+
+
+@dataclasses.dataclass(slots=True)
+class _TargetState:
+    """What the scraper remembers about one target: the capabilities it offers, nothing else."""
+
+    metrics: bool | None = None  # None: not asked yet; False: absent, re-probed after metrics_reprobe_seconds
+    metrics_checked_at: float = 0.0
+    proc_owner: procrss.ProcOwner | None = None
+
+
+class Scraper:
+    """Scrapes Go targets over HTTP. Use as `async with Scraper() as s:`; safe to share between many tasks
+    on one event loop. One httpx client per distinct TLS setting; per-target state is a few capability bits.
+
+    `proc_rss` reads the current RSS of loopback targets from /proc (Linux; see procrss), preferred over
+    MaxRSS but not over the target's own Prometheus figure. `max_targets` bounds the remembered state; the
+    least recently scraped target is forgotten first (it is simply probed again if it comes back).
+    """
+
+    def __init__(
+        self, limits: Limits | None = None, *, proc_rss: bool = True, max_targets: int = 100_000
+    ) -> None:
+        self.limits = limits or Limits()
+        self._proc_rss = proc_rss
+        self._max_targets = max_targets
+        self._pool: transport.ClientPool | None = None
+        self._states: collections.OrderedDict[TargetConfig, _TargetState] = collections.OrderedDict()
+
+    async def __aenter__(self) -> Scraper:
+        self._pool = transport.ClientPool(self.limits)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+    def forget(self, target: TargetConfig) -> None:
+        """Drop what is remembered about a target that is gone (a deleted pod)."""
+        self._states.pop(target, None)
+
+    @property
+    def remembered_targets(self) -> int:
+        return len(self._states)
+
+    # -- the per-interval sample -------------------------------------------------------------------------
+
+    async def sample(
+        self,
+        target: TargetConfig,
+        *,
+        probes: frozenset[Probe] = frozenset(),
+        now: Callable[[], float] = time.time,
+    ) -> Sample:
+        """Index page (goroutine count) and streamed heap?debug=1 (MemStats, live heap) concurrently, plus
+        /metrics when the target offers it and goroutine?debug=1 when `Probe.GOROUTINE_STACKS` is asked.
+        Raises exactly one ScrapeError subclass on failure."""
+        state = self._state(target)
+        started = now()
+        ask_metrics = target.metrics_path is not None and (
+            state.metrics is not False
+            or started - state.metrics_checked_at >= self.limits.metrics_reprobe_seconds
+        )
+        jobs: dict[str, Coroutine[Any, Any, object]] = {
+            "index": self._index(target),
+            "heap": self._heap(target),
+        }
+        if Probe.GOROUTINE_STACKS in probes:
+            jobs["goroutines"] = self._goroutines(target)
+        if ask_metrics:
+            jobs["metrics"] = self._metrics(target)
+        results = dict(zip(jobs, await asyncio.gather(*jobs.values(), return_exceptions=True), strict=True))
+
+        prom = self._settle_metrics(target, state, results.pop("metrics", None), started)
+        for name in ("index", "heap", "goroutines"):  # the most telling failure first
+            outcome = results.get(name)
+            if isinstance(outcome, BaseException):
+                raise outcome
+        counts = results["index"]
+        heap = results["heap"]
+        assert isinstance(counts, dict) and isinstance(heap, HeapText)
+        goroutine_profile = results.get("goroutines")
+        assert goroutine_profile is None or isinstance(goroutine_profile, GoroutineProfile)
+
+        rss_bytes, rss_source = self._rss(target, state, prom, heap)
+        return Sample(
+            target=target.display_name,
+            time=now(),
+            goroutines=counts.get("goroutine"),
+            memstats=heap.memstats,
+            heap_live_bytes=prom.heap_live_bytes
+            if prom and prom.heap_live_bytes is not None
+            else heap.live_bytes_estimate,
+            heap_live_objects=heap.live_objects_estimate,
+            rss_bytes=rss_bytes,
+            rss_source=rss_source,
+            finalizers_queued=prom.finalizers_queued if prom else None,
+            finalizers_executed=prom.finalizers_executed if prom else None,
+            threads=prom.threads if prom else None,
+            goroutine_profile=goroutine_profile,
+        )
+
+    def _state(self, target: TargetConfig) -> _TargetState:
+        state = self._states.get(target)
+        if state is None:
+            state = self._states[target] = _TargetState()
+            while len(self._states) > self._max_targets:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(target)
+        return state
+
+    def _settle_metrics(
+        self, target: TargetConfig, state: _TargetState, outcome: object, started: float
+    ) -> PromSnapshot | None:
+        """Remember whether /metrics exists. A definite answer (404, not Prometheus text, refused auth) marks
+        it absent until the re-probe time; a transient failure changes nothing and just skips it once."""
+        if outcome is None:
+            return None
+        if isinstance(outcome, PromSnapshot):
+            state.metrics, state.metrics_checked_at = True, started
+            return outcome
+        if isinstance(outcome, ScrapeTimeout | TargetUnreachable):
+            log.debug("%s: /metrics skipped this time: %s", target.display_name, outcome)
+            return None
+        if isinstance(outcome, ScrapeError):
+            if state.metrics is not False:
+                log.info(
+                    "%s: no usable Prometheus metrics, using other RSS sources: %s",
+                    target.display_name,
+                    outcome,
+                )
+            state.metrics, state.metrics_checked_at = False, started
+            return None
+        assert isinstance(outcome, BaseException)
+        raise outcome
+
+    def _rss(
+        self, target: TargetConfig, state: _TargetState, prom: PromSnapshot | None, heap: HeapText
+    ) -> tuple[int | None, str | None]:
+        if prom is not None and prom.rss_bytes is not None:
+            return prom.rss_bytes, "prometheus"
+        if self._proc_rss and target.is_loopback:
+            rss, state.proc_owner = procrss.read_rss(target.host, target.port, state.proc_owner)
+            if rss is not None:
+                return rss, "proc"
+        if heap.memstats is not None and heap.memstats.max_rss is not None:
+            return heap.memstats.max_rss, "maxrss"
+        return None, None
+
+    async def _index(self, target: TargetConfig) -> dict[str, int]:
+        path = target.pprof("")
+
+        async def consume(body: transport.Body) -> dict[str, int]:
+            data = await body.read()
+            seen = _foreign(body.content_type, data)
+            if seen is not None:
+                raise NotAGoTarget(body.target, body.path, seen)
+            try:
+                return parse_index(data.decode("utf-8", "replace"))
+            except NotPprofIndex:
+                raise NotAGoTarget(body.target, body.path, _describe(body.content_type, data)) from None
+
+        return await self._get(target, path, consume, limit_bytes=self.limits.max_text_bytes)
+
+    async def _heap(self, target: TargetConfig) -> HeapText:
+        async def consume(body: transport.Body) -> HeapText:
+            parser = HeapTextParser()
+            checked = False
+            async for line in body.lines():
+                if not checked and line.strip():
+                    checked = True
+                    if line.lstrip().startswith(("<", "{", "[")):
+                        raise NotAGoTarget(
+                            body.target, body.path, _describe(body.content_type, line.encode())
+                        )
+                parser.feed(line)
+            return parser.result()
+
+        return await self._get(
+            target, target.pprof("heap"), consume, params={"debug": 1}, limit_bytes=self.limits.max_text_bytes
+        )
+
+    async def _goroutines(self, target: TargetConfig) -> GoroutineProfile:
+        async def consume(body: transport.Body) -> GoroutineProfile:
+            data = await body.read()
+            seen = _foreign(body.content_type, data)
+            if seen is not None:
+                raise NotAGoTarget(body.target, body.path, seen)
+            return parse_goroutine_debug1(data.decode("utf-8", "replace"))
+
+        return await self._get(
+            target,
+            target.pprof("goroutine"),
+            consume,
+            params={"debug": 1},
+            limit_bytes=self.limits.max_text_bytes,
+        )
+
+    async def _metrics(self, target: TargetConfig) -> PromSnapshot:
+        assert target.metrics_path is not None
+
+        async def consume(body: transport.Body) -> PromSnapshot:
+            data = await body.read()
+            seen = _foreign(body.content_type, data)
+            if seen is not None:
+                raise NotAGoTarget(body.target, body.path, seen)
+            return parse_prometheus_text(data.decode("utf-8", "replace"))
+
+        return await self._get(target, target.metrics_path, consume, limit_bytes=self.limits.max_text_bytes)
+
+    # -- on demand ---------------------------------------------------------------------------------------
+
+    async def fetch_profile(
+        self, target: TargetConfig, name: str, *, params: Mapping[str, str | int] | None = None
+    ) -> bytes:
+        """A protobuf profile exactly as served (`heap`, `allocs`, `goroutine`, `block`, `mutex`,
+        `threadcreate`, ...; `cpu` means `profile?seconds=N`, N defaulting to Limits.cpu_profile_seconds).
+
+        The bytes are checked before they are returned: they must gunzip under max_decompressed_bytes and
+        parse as a profile, so a corrupt profile never becomes a capture file silently.
+        """
+        query = dict(params or {})
+        if not _PROFILE_NAME.fullmatch(name):
+            raise ValueError(f"not a profile name: {name!r}")
+        if str(query.get("debug", "0")) != "0":
+            raise ValueError("fetch_profile returns protobuf profiles; use fetch_text for debug=N")
+        if name == "cpu":
+            query.setdefault("seconds", self.limits.cpu_profile_seconds)
+            path = target.pprof("profile")
+        else:
+            path = target.pprof(name)
+        extra_seconds = float(query["seconds"]) if "seconds" in query else 0.0
+
+        async def consume(body: transport.Body) -> bytes:
+            data = await body.read()
+            seen = _foreign(body.content_type, data)
+            if seen is not None:
+                raise NotAGoTarget(body.target, body.path, seen)
+            try:
+                await asyncio.to_thread(self._validate_profile, data)
+            except ProfileTooLarge:
+                limit = self.limits.max_decompressed_bytes
+                raise ResponseTooLarge(body.target, body.path, "max_decompressed_bytes", limit) from None
+            return data
+
+        return await self._get(
+            target,
+            path,
+            consume,
+            params=query,
+            limit_bytes=self.limits.max_profile_bytes,
+            limit_name="max_profile_bytes",
+            extra_seconds=extra_seconds,
+        )
+
+    def _validate_profile(self, data: bytes) -> None:
+        parse_profile(data, self.limits.max_decompressed_bytes)
+
+    async def fetch_text(
+        self,
+        target: TargetConfig,
+        name: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        max_bytes: int | None = None,
+    ) -> TextCapture:
+        """A text endpoint such as `goroutine?debug=2`, capped at `max_bytes` (default max_stacks_bytes).
+        Past the cap the first `max_bytes` bytes come back with `truncated=True` instead of an error."""
+        if not _PROFILE_NAME.fullmatch(name):
+            raise ValueError(f"not a profile name: {name!r}")
+        limit = max_bytes if max_bytes is not None else self.limits.max_stacks_bytes
+
+        async def consume(body: transport.Body) -> TextCapture:
+            data = await body.read()
+            seen = _foreign(body.content_type, data)
+            if seen is not None:
+                raise NotAGoTarget(body.target, body.path, seen)
+            return TextCapture(data=data, truncated=body.truncated, limit_bytes=limit)
+
+        return await self._get(
+            target,
+            target.pprof(name),
+            consume,
+            params=params,
+            limit_bytes=limit,
+            limit_name="max_stacks_bytes",
+            truncate_at_cap=True,
+        )
+
+    async def expvar(self, target: TargetConfig) -> ExpvarSnapshot:
+        """/debug/vars parsed (MemStats with Go names, the command line). Costs the target a stop-the-world."""
+
+        async def consume(body: transport.Body) -> ExpvarSnapshot:
+            data = await body.read()
+            if body.content_type == "text/html" or data.lstrip().startswith(b"<"):
+                raise NotAGoTarget(body.target, body.path, _describe(body.content_type, data))
+            return parse_expvar(data)
+
+        return await self._get(target, target.expvar_path, consume, limit_bytes=self.limits.max_text_bytes)
+
+    async def _get(
+        self,
+        target: TargetConfig,
+        path: str,
+        consume: Callable[[transport.Body], Coroutine[Any, Any, transport.T]],
+        *,
+        params: Mapping[str, str | int] | None = None,
+        limit_bytes: int,
+        limit_name: str = "max_text_bytes",
+        truncate_at_cap: bool = False,
+        extra_seconds: float = 0.0,
+    ) -> transport.T:
+        if self._pool is None:
+            raise RuntimeError("Scraper used outside `async with Scraper() as scraper:`")
+        return await transport.get(
+            self._pool,
+            self.limits,
+            target,
+            path,
+            consume,
+            params=params,
+            limit_bytes=limit_bytes,
+            limit_name=limit_name,
+            truncate_at_cap=truncate_at_cap,
+            extra_seconds=extra_seconds,
+        )
+
+
+def _foreign(content_type: str, data: bytes) -> str | None:
+    """A description of `data` if it is plainly an HTML page or a JSON document rather than Go's output."""
+    head = data[:64].lstrip()
+    if content_type in ("application/json", "text/html") or head.startswith((b"<!", b"<html", b"{", b"[{")):
+        if b"debug=1" in data[:65536] and content_type == "text/html":
+            return None  # the pprof index page is HTML; let the index parser judge it
+        return _describe(content_type, data)
+    return None
+
+
+def _describe(content_type: str, data: bytes) -> str:
+    """What a foreign body was, in a few words: its type and its title or first characters."""
+    kind = content_type or "no Content-Type"
+    title = _TITLE.search(data[:65536])
+    if title is not None:
+        return f"an HTML page ({kind}) titled {snippet(title.group(1))}"
+    if content_type == "application/json" or data.lstrip().startswith((b"{", b"[")):
+        return f"a JSON document ({kind}) starting {snippet(data)}"
+    return f"{kind} starting {snippet(data)}"

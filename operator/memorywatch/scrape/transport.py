@@ -1,0 +1,335 @@
+"""One bounded GET against a target: shared httpx clients per TLS setting, byte caps while streaming, timeouts,
+and the translation of every transport failure into exactly one ScrapeError."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import html
+import logging
+import re
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import httpx
+
+from memorywatch.pprof.errors import PprofError
+from memorywatch.scrape.config import Limits, TargetConfig, TLSConfig
+from memorywatch.scrape.errors import (
+    HTTPStatusError,
+    MalformedResponse,
+    NotFound,
+    ResponseTooLarge,
+    ScrapeError,
+    ScrapeTimeout,
+    TargetUnreachable,
+    TLSFailure,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_USER_AGENT = "memorywatch-scraper"
+_EXCERPT_CHARS = 200
+_READ_CHUNK_BYTES = 64 * 1024
+
+
+class ClientPool:
+    """One httpx.AsyncClient per distinct TLS setting, created on first use and shared by every target
+    with that setting, so connections are pooled and kept alive across targets and intervals."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._clients: dict[TLSConfig | None, httpx.AsyncClient] = {}
+
+    def client_for(self, tls: TLSConfig | None) -> httpx.AsyncClient:
+        client = self._clients.get(tls)
+        if client is None:
+            client = httpx.AsyncClient(
+                verify=_ssl_context(tls) if tls is not None else True,
+                http1=True,
+                http2=False,
+                follow_redirects=False,
+                trust_env=False,  # a proxy from the environment must never sit between us and a pod
+                timeout=httpx.Timeout(
+                    connect=self._limits.connect_timeout_seconds,
+                    read=self._limits.read_timeout_seconds,
+                    write=self._limits.read_timeout_seconds,
+                    pool=self._limits.total_timeout_seconds,
+                ),
+                limits=httpx.Limits(
+                    max_connections=self._limits.max_connections,
+                    max_keepalive_connections=self._limits.max_connections,
+                    keepalive_expiry=self._limits.keepalive_expiry_seconds,
+                ),
+                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+            )
+            self._clients[tls] = client
+        return client
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file is not None and tls.key_file is not None:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+class _ContentDecoder:
+    """Undo Content-Encoding ourselves, chunk by chunk with an output bound, so a compressed body can never
+    expand past the cap in one step (httpx's own decoder inflates a whole network chunk at once)."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding in ("", "identity"):
+            self._inflate: zlib._Decompress | None = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._inflate = zlib.decompressobj()
+        else:
+            raise ValueError(f"unsupported Content-Encoding {encoding!r}")
+
+    def decode(self, data: bytes, max_out: int) -> bytes:
+        """Decode `data`, producing at most `max_out + 1` bytes (enough to see that a cap is crossed)."""
+        if self._inflate is None:
+            return data
+        out = self._inflate.decompress(data, max_out + 1)
+        while self._inflate.unconsumed_tail and len(out) <= max_out:
+            out += self._inflate.decompress(self._inflate.unconsumed_tail, max_out + 1 - len(out))
+        return out
+
+
+@dataclasses.dataclass
+class Body:
+    """A response body being streamed under a byte cap. With `truncate_at_cap`, hitting the cap ends the
+    stream and sets `truncated`; otherwise it raises ResponseTooLarge naming `limit_name`."""
+
+    response: httpx.Response
+    target: str
+    path: str
+    limit_bytes: int
+    limit_name: str
+    truncate_at_cap: bool = False
+    truncated: bool = False
+    bytes_read: int = 0
+
+    @property
+    def content_type(self) -> str:
+        value: str = self.response.headers.get("content-type", "")
+        return value.split(";")[0].strip().lower()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        encoding = self.response.headers.get("content-encoding", "").strip().lower()
+        try:
+            decoder = _ContentDecoder(encoding)
+        except ValueError as exc:
+            raise MalformedResponse(self.target, self.path, str(exc)) from None
+        async for raw in self.response.aiter_raw(_READ_CHUNK_BYTES):
+            room = self.limit_bytes - self.bytes_read
+            try:
+                data = decoder.decode(raw, room)
+            except zlib.error as exc:
+                raise MalformedResponse(self.target, self.path, f"corrupt {encoding} body: {exc}") from None
+            if len(data) > room:
+                if not self.truncate_at_cap:
+                    raise ResponseTooLarge(self.target, self.path, self.limit_name, self.limit_bytes)
+                self.truncated = True
+                if room > 0:
+                    self.bytes_read += room
+                    yield data[:room]
+                return
+            self.bytes_read += len(data)
+            if data:
+                yield data
+
+    async def read(self) -> bytes:
+        parts = [chunk async for chunk in self.chunks()]
+        return b"".join(parts)
+
+    async def lines(self, max_line_bytes: int = 1 << 20) -> AsyncIterator[str]:
+        """The body as text lines without their line ends, decoded as UTF-8 (bad bytes replaced).
+
+        A line longer than `max_line_bytes` is handed out in pieces, so one endless line cannot pile up
+        in memory before the parser gets to reject it.
+        """
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for chunk in self.chunks():
+            pieces = chunk.split(b"\n")
+            if len(pieces) > 1:
+                pending.append(pieces[0])
+                yield _decode_line(b"".join(pending))
+                for piece in pieces[1:-1]:
+                    yield _decode_line(piece)
+                pending, pending_bytes = [], 0
+            if pieces[-1]:
+                pending.append(pieces[-1])
+                pending_bytes += len(pieces[-1])
+                if pending_bytes > max_line_bytes:
+                    yield _decode_line(b"".join(pending))
+                    pending, pending_bytes = [], 0
+        if pending:
+            yield _decode_line(b"".join(pending))
+
+
+def _decode_line(line: bytes) -> str:
+    return line.rstrip(b"\r").decode("utf-8", "replace")
+
+
+async def get(
+    pool: ClientPool,
+    limits: Limits,
+    target: TargetConfig,
+    path: str,
+    consume: Callable[[Body], Awaitable[T]],
+    *,
+    params: Mapping[str, str | int] | None = None,
+    limit_bytes: int,
+    limit_name: str,
+    truncate_at_cap: bool = False,
+    extra_seconds: float = 0.0,
+) -> T:
+    """GET `path` of `target` and hand the streamed body to `consume`, all inside the total timeout.
+
+    `extra_seconds` lengthens the read and total bounds for requests where the target is meant to wait
+    (`seconds=N`). Whatever goes wrong comes out as one ScrapeError subclass.
+    """
+    name = target.display_name
+    shown_path = path + _query(params)
+    total_seconds = limits.total_timeout_seconds + extra_seconds
+    headers = {"Authorization": f"Bearer {target.bearer_token}"} if target.bearer_token else {}
+    extensions: dict[str, object] = {}
+    timeout: httpx.Timeout | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
+    if extra_seconds:
+        read_seconds = limits.read_timeout_seconds + extra_seconds
+        timeout = httpx.Timeout(
+            connect=limits.connect_timeout_seconds, read=read_seconds, write=read_seconds, pool=total_seconds
+        )
+    if target.tls is not None and target.tls.server_name:
+        extensions["sni_hostname"] = target.tls.server_name
+    try:
+        client = pool.client_for(target.tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSFailure(name, shown_path, f"cannot load the TLS files: {exc}") from None
+    try:
+        async with asyncio.timeout(total_seconds):
+            async with client.stream(
+                "GET",
+                target.url_for(path),
+                params=params,
+                headers=headers,
+                extensions=extensions,
+                timeout=timeout,
+            ) as response:
+                await _check_status(response, name, shown_path, target.bearer_token)
+                body = Body(response, name, shown_path, limit_bytes, limit_name, truncate_at_cap)
+                return await consume(body)
+    except TimeoutError:
+        raise ScrapeTimeout(name, shown_path, "total", total_seconds) from None
+    except PprofError as exc:
+        raise MalformedResponse(name, shown_path, str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise _translate(exc, name, shown_path, limits, extra_seconds) from None
+    except OSError as exc:  # e.g. too many open files while connecting
+        raise TargetUnreachable(name, shown_path, f"{type(exc).__name__}: {exc}") from None
+
+
+def _query(params: Mapping[str, str | int] | None) -> str:
+    if not params:
+        return ""
+    return "?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+async def _check_status(response: httpx.Response, name: str, path: str, token: str | None) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    if status in (401, 403):
+        raise Unauthorized(name, path, f"HTTP {status}")
+    if status == 404:
+        raise NotFound(name, path, "HTTP 404")
+    if 300 <= status < 400:
+        location = response.headers.get("location", "").split("?")[0]
+        raise HTTPStatusError(name, path, status, f"redirected to {location}"[:_EXCERPT_CHARS])
+    excerpt = b""
+    with contextlib.suppress(httpx.HTTPError):
+        async for chunk in response.aiter_raw(1024):
+            excerpt += chunk
+            if len(excerpt) >= 4096:
+                break
+    raise HTTPStatusError(name, path, status, sanitize_excerpt(excerpt, token))
+
+
+_TAG = re.compile(r"<[^>]{0,200}>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def sanitize_excerpt(data: bytes, token: str | None) -> str:
+    """The start of a body as one printable line: tags dropped, whitespace collapsed, the token redacted."""
+    text = data[:4096].decode("utf-8", "replace")
+    if token:
+        text = text.replace(token, "[redacted]")
+    text = html.unescape(_TAG.sub(" ", text))
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    if token:
+        text = text.replace(token, "[redacted]")
+    return text[:_EXCERPT_CHARS]
+
+
+def _translate(
+    exc: httpx.HTTPError, name: str, path: str, limits: Limits, extra_seconds: float
+) -> ScrapeError:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ScrapeTimeout(name, path, "connect", limits.connect_timeout_seconds)
+    if isinstance(exc, httpx.ReadTimeout):
+        return ScrapeTimeout(name, path, "read", limits.read_timeout_seconds + extra_seconds)
+    if isinstance(exc, httpx.WriteTimeout):
+        return ScrapeTimeout(name, path, "write", limits.read_timeout_seconds + extra_seconds)
+    if isinstance(exc, httpx.PoolTimeout):
+        return ScrapeTimeout(name, path, "pool", limits.total_timeout_seconds + extra_seconds)
+    ssl_error = _ssl_cause(exc)
+    if ssl_error is not None:
+        detail = f"TLS handshake failed: {_describe_ssl(ssl_error)}"
+        if "WRONG_VERSION_NUMBER" in str(ssl_error) or "wrong version number" in str(ssl_error):
+            detail += "; the target seems to serve plain HTTP, use http://"
+        return TLSFailure(name, path, detail)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return TargetUnreachable(
+            name, path, f"the connection broke or the peer does not speak HTTP/1.1: {exc}"
+        )
+    message = str(exc) or type(exc).__name__
+    return TargetUnreachable(name, path, message)
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _describe_ssl(err: ssl.SSLError) -> str:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {err.verify_message}"
+    return err.reason or str(err)
