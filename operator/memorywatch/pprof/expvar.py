@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from memorywatch.pprof.errors import MalformedJSON
-from memorywatch.pprof.memstats import GO_FIELDS, MemStats, convert_field
+from memorywatch.pprof.memstats import GO_FIELDS, MemStats, convert_json_field
 
 # Go's expvar prints `"Stack"`-style pairs as separate fields, unlike the heap text; BySize (61 size classes)
 # and the fields MemStats does not model (PauseTotalNs, EnableGC) are ignored.
@@ -42,7 +42,7 @@ def _memstats(raw: Any) -> MemStats | None:
     if not isinstance(raw, dict):
         return None
     values: dict[str, Any] = {
-        attr: convert_field(attr, raw[name]) for name, attr in GO_FIELDS.items() if name in raw
+        attr: convert_json_field(attr, raw[name]) for name, attr in GO_FIELDS.items() if name in raw
     }
     return MemStats(**values)
 

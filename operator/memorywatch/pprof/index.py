@@ -9,10 +9,10 @@ from memorywatch.pprof.errors import NotPprofIndex
 
 # net/http/pprof's template prints one row per profile:
 #   <tr><td>{{.Count}}</td><td><a href='{{.Href}}?debug=1'>{{.Name}}</a></td></tr>
-# Releases before the table (Go ≤1.10) printed `{{.Count}}\t<a href="{{.Name}}?debug=1">{{.Name}}</a><br>`;
-# the pattern accepts both and either quote.
+# Older releases printed `<tr><td align=right>{{.Count}}<td><a href="…">` or `{{.Count}}\t<a href="…">…<br>`;
+# the pattern accepts all three and either quote.
 _ROW = re.compile(
-    r"(\d+)\s*(?:</td>\s*<td>)?\s*<a href=['\"][^'\"<>]*\?debug=1['\"]>([^<>]{1,100})</a>",
+    r"(\d+)\s*(?:</td>)?\s*(?:<td>)?\s*<a href=['\"][^'\"<>]*\?debug=1['\"]>([^<>]{1,100})</a>",
     re.IGNORECASE,
 )
 # Every Go release registers these runtime profiles, so an index without them is some other page that

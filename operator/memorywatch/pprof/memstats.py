@@ -138,11 +138,19 @@ def _array(text: str) -> tuple[int, ...] | None:
     return tuple(v for v in values if v is not None)
 
 
-def convert_field(attr: str, raw: object) -> int | float | bool | tuple[int, ...] | None:
-    """Convert one already-decoded value (from text or JSON) to the type of MemStats.`attr`, or None."""
+def _convert_text(attr: str, raw: str) -> int | float | bool | tuple[int, ...] | None:
     if attr in _ARRAYS:
-        if isinstance(raw, str):
-            return _array(raw)
+        return _array(raw)
+    if attr in _FLOATS:
+        return _float(raw)
+    if attr in _BOOLS:
+        return _bool(raw)
+    return _int(raw)
+
+
+def convert_json_field(attr: str, raw: object) -> int | float | bool | tuple[int, ...] | None:
+    """Convert one value of expvar's `memstats` object to the type of MemStats.`attr`, or None if it is odd."""
+    if attr in _ARRAYS:
         if (
             isinstance(raw, list)
             and len(raw) <= _MAX_ARRAY_ENTRIES
@@ -151,17 +159,11 @@ def convert_field(attr: str, raw: object) -> int | float | bool | tuple[int, ...
             return tuple(raw)
         return None
     if attr in _FLOATS:
-        if isinstance(raw, str):
-            return _float(raw)
         if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
             return float(raw)
         return None
     if attr in _BOOLS:
-        if isinstance(raw, str):
-            return _bool(raw)
         return raw if isinstance(raw, bool) else None
-    if isinstance(raw, str):
-        return _int(raw)
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
         return raw
     return None
@@ -187,5 +189,5 @@ def parse_memstats_lines(lines: Iterable[str]) -> MemStats:
             continue
         attr = GO_FIELDS.get(name)
         if attr is not None:
-            values[attr] = convert_field(attr, raw)
+            values[attr] = _convert_text(attr, raw)
     return MemStats(**values)

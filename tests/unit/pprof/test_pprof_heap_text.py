@@ -1,0 +1,129 @@
+"""heap?debug=1 streamed line by line: header totals, the unsampled live heap, MemStats, foreign bodies."""
+
+from __future__ import annotations
+
+import pathlib
+import tracemalloc
+
+import pytest
+
+from memorywatch.pprof import (
+    HeapTextParser,
+    MalformedText,
+    parse_heap_text,
+    parse_profile,
+    profile_info,
+    scale_heap_sample,
+)
+
+CAP = 64 << 20
+
+
+def test_header_totals_and_sampling_rate(go_fixtures_dir: pathlib.Path) -> None:
+    heap = parse_heap_text((go_fixtures_dir / "heap_debug1.txt").read_text())
+    # `heap profile: 11: 36992 [15: 1765504] @ heap/1048576`
+    assert (heap.inuse_objects, heap.inuse_bytes) == (11, 36992)
+    assert (heap.alloc_objects, heap.alloc_bytes) == (15, 1765504)
+    assert heap.sampling_rate_bytes == 524288  # MemProfileRate is half of heap/N
+    assert heap.records == 6
+    assert heap.memstats is not None and heap.memstats.sys == 21600520
+
+
+def test_live_heap_estimate_matches_what_go_tool_pprof_shows(go_fixtures_dir: pathlib.Path) -> None:
+    # heap_debug1.txt was taken with gc=1 right after heap_later.pb.gz and allocs.pb.gz, in the same GC
+    # cycle, so unsampling the text record by record must give the proto's numbers to the byte.
+    heap = parse_heap_text((go_fixtures_dir / "heap_debug1.txt").read_text())
+    proto = profile_info(parse_profile((go_fixtures_dir / "heap_later.pb.gz").read_bytes(), CAP))
+    allocs = profile_info(parse_profile((go_fixtures_dir / "allocs.pb.gz").read_bytes(), CAP))
+    assert heap.live_bytes_estimate == proto.total("inuse_space") == 5785687
+    assert heap.live_objects_estimate == proto.total("inuse_objects") == 38605
+    assert heap.alloc_bytes_estimate == allocs.total("alloc_space")
+    assert heap.alloc_objects_estimate == allocs.total("alloc_objects")
+    # The raw sampled numbers are far below the truth; that is why the estimate exists.
+    assert heap.inuse_bytes < heap.live_bytes_estimate / 100
+
+
+def test_healthy_target_without_forced_gc(go_fixtures_dir: pathlib.Path) -> None:
+    heap = parse_heap_text((go_fixtures_dir / "heap_debug1_healthy.txt").read_text())
+    assert heap.records > 0
+    assert heap.live_bytes_estimate >= heap.inuse_bytes
+    assert heap.memstats is not None and heap.memstats.heap_alloc is not None
+
+
+def test_streaming_gives_the_same_result_with_line_endings(go_fixtures_dir: pathlib.Path) -> None:
+    text = (go_fixtures_dir / "heap_debug1.txt").read_text()
+    parser = HeapTextParser()
+    for line in text.splitlines(keepends=True):
+        parser.feed(line)
+    assert parser.result() == parse_heap_text(text)
+    crlf = HeapTextParser()
+    for line in text.splitlines():
+        crlf.feed(line + "\r\n")
+    assert crlf.result() == parser.result()
+
+
+def test_scale_heap_sample_edge_cases() -> None:
+    assert scale_heap_sample(0, 0, 524288) == (0, 0)
+    assert scale_heap_sample(3, 300, 1) == (3, 300)  # MemProfileRate=1 sampled everything
+    assert scale_heap_sample(3, 300, 0) == (3, 300)  # profiling disabled: nothing to scale by
+    # One sampled 4 KiB object at the default rate (512 KiB) stands for ~128.5 of them; Go truncates.
+    objects, size = scale_heap_sample(1, 4096, 524288)
+    assert objects == 128
+    assert size // 4096 == 128
+
+
+def test_memory_stays_bounded_on_a_huge_stream() -> None:
+    parser = HeapTextParser()
+    parser.feed("heap profile: 1: 1 [1: 1] @ heap/1048576")
+    record = "1: 4096 [1: 4096] @ 0x4877f3 0x48c247 0x68b06f 0x4911c1"
+    frame = "#\t0x68b06e\tmain.retain+0x6e\t/src/main.go:15"
+    tracemalloc.start()
+    try:
+        for _ in range(50_000):
+            parser.feed(record)
+            parser.feed(frame)
+            parser.feed("")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parser.result().records == 50_000
+    assert peak < 256 * 1024  # 50k records (~5 MB of text) folded into a few running totals
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n",
+        '{"memstats": {"Alloc": 1}}',
+        "goroutine profile: total 4\n",
+        "heap profile: 1: 2 [3: 4] @ heap/oops\n",
+    ],
+)
+def test_foreign_bodies_are_refused(body: str) -> None:
+    with pytest.raises(MalformedText, match="expected a Go heap profile"):
+        parse_heap_text(body)
+
+
+def test_empty_body_is_refused() -> None:
+    with pytest.raises(MalformedText, match="no heap profile header"):
+        parse_heap_text("")
+
+
+def test_garbage_after_a_valid_header_is_refused() -> None:
+    parser = HeapTextParser()
+    parser.feed("heap profile: 1: 2 [3: 4] @ heap/1048576")
+    with pytest.raises(MalformedText, match="heap profile record"):
+        parser.feed("<html>")
+
+
+def test_a_record_line_cut_mid_transfer_is_refused(go_fixtures_dir: pathlib.Path) -> None:
+    text = (go_fixtures_dir / "heap_debug1.txt").read_text()
+    cut = text[: text.index("[", 60) + 3]  # inside the second record's `[a: b]`
+    with pytest.raises(MalformedText):
+        parse_heap_text(cut)
+
+
+def test_profile_without_memstats_block() -> None:
+    heap = parse_heap_text("heap profile: 0: 0 [0: 0] @ heap/1048576\n")
+    assert heap.memstats is None
+    assert heap.live_bytes_estimate == 0
