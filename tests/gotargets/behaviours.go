@@ -248,11 +248,11 @@ func handleBurstItem() {
 	sinkBytes.Add(int64(buf[100]))
 }
 
-// boundedCache grows to a cap and is trimmed back, like an LRU that works.
+// boundedCache grows to a cap (4 MiB) and is trimmed back every few seconds, like an LRU that works.
 //
 //go:noinline
 func boundedCache(ctx context.Context) {
-	const maxEntries, keepEntries = 1024, 256
+	const maxEntries, keepEntries = 512, 128
 	ticker := time.NewTicker(10 * time.Millisecond)
 	defer ticker.Stop()
 	var next int64

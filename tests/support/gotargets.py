@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Protocol
 
 import httpx
 
@@ -155,6 +156,8 @@ class GoTarget:
         self.log_path = log_dir / f"gotarget-{self.port}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.returncode: int | None = None
+        """Exit code of the last process that stopped (negative: killed by that signal)."""
 
     @property
     def scheme(self) -> str:
@@ -251,6 +254,7 @@ class GoTarget:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self.returncode = process.returncode
         self._process = None
 
     def kill(self) -> None:
@@ -262,6 +266,7 @@ class GoTarget:
             process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=DEFAULT_STOP_TIMEOUT_SECONDS)
+        self.returncode = process.returncode
         self._process = None
 
     def restart(self) -> GoTarget:
@@ -285,3 +290,9 @@ class GoTarget:
     def __repr__(self) -> str:
         state = f"pid {self._process.pid}" if self._process is not None else "stopped"
         return f"GoTarget({self.mode!r}, {self.url}, {state})"
+
+
+class GoTargetFactory(Protocol):
+    """The `gotarget` fixture: starts a target with these flags and returns it running."""
+
+    def __call__(self, mode: str = "healthy", rate: float | None = None, **flags: FlagValue) -> GoTarget: ...
