@@ -10,6 +10,7 @@ import json
 import pathlib
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +19,13 @@ import httpx
 import pytest
 import trustme
 
-from support.gotargets import GoTarget, GoTargetBuildError, GoTargetFactory, build_gotarget
+from support.gotargets import (
+    GoTarget,
+    GoTargetBuildError,
+    GoTargetFactory,
+    GoTargetStartError,
+    build_gotarget,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -301,6 +308,25 @@ def test_build_is_cached_and_failures_carry_compiler_output(
         build_gotarget(broken)
     assert "undefinedThing" in failure.value.output
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no half-built binary left behind
+
+
+def test_a_taken_port_fails_a_pinned_target_and_moves_an_unpinned_one(
+    gotarget_binary: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = int(squatter.getsockname()[1])
+        pinned = GoTarget(gotarget_binary, "healthy", port=taken, log_dir=tmp_path, startup_step=0)
+        with pytest.raises(GoTargetStartError, match="address already in use"):
+            pinned.start()
+        assert not pinned.running
+        unpinned = GoTarget(gotarget_binary, "healthy", log_dir=tmp_path, startup_step=0)
+        unpinned.port = taken  # as if another process grabbed the free port before the target bound it
+        with unpinned:
+            assert unpinned.port != taken
+            with client() as http:
+                assert http.get(unpinned.pprof_url).status_code == 200
 
 
 def go_minor() -> int:

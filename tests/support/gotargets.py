@@ -26,6 +26,7 @@ MODULE_DIR = pathlib.Path(__file__).resolve().parent.parent / "gotargets"
 BINARY_NAME = "gotarget"
 DEFAULT_START_TIMEOUT_SECONDS = 10.0
 DEFAULT_STOP_TIMEOUT_SECONDS = 5.0
+PORT_ATTEMPTS = 3
 
 FlagValue = str | int | float | bool | None
 
@@ -148,6 +149,8 @@ class GoTarget:
         self.binary = binary
         self.mode = mode
         self.flags: dict[str, FlagValue] = {"mode": mode, "rate": rate, **flags}
+        self._port_pinned = port is not None
+        self._answered = False
         self.port = port if port is not None else free_port()
         self.host = "127.0.0.1"
         self.start_timeout_seconds = start_timeout_seconds
@@ -199,9 +202,27 @@ class GoTarget:
             return ""
 
     def start(self) -> GoTarget:
-        """Start the process and block until it answers HTTP (any status: a token may make it 401)."""
+        """Start the process and block until it answers HTTP (any status: a token may make it 401).
+
+        A first start on a port chosen here moves to another free port if something else grabbed it
+        in the meantime; restarts and pinned ports never move.
+        """
         if self.running:
             raise GoTargetError(f"target already running as pid {self.pid}")
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._start_once()
+            except GoTargetStartError as err:
+                movable = not self._port_pinned and not self._answered
+                if not movable or "address already in use" not in str(err) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+                continue
+            self._answered = True
+            break
+        return self
+
+    def _start_once(self) -> None:
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"--- start #{self.starts}: {' '.join(self.args)}\n".encode())
@@ -214,7 +235,6 @@ class GoTarget:
         except BaseException:
             self.kill()
             raise
-        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_seconds
