@@ -11,17 +11,13 @@ def snippet(data: str | bytes, limit: int = _SNIPPET_CHARS) -> str:
     The text came from a remote process and ends up in logs, events and status messages, so it must not
     carry terminal escapes or newlines, and must stay short.
     """
-    if isinstance(data, bytes | bytearray | memoryview):
-        text = bytes(data[: limit * 4]).decode("utf-8", errors="replace")
-    else:
-        text = data[: limit * 4]
-    text = text.lstrip()
-    cut = text[:limit]
-    escaped = cut.encode("ascii", errors="backslashreplace").decode("ascii")
-    escaped = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in escaped)
+    raw = data[: limit * 4]
+    text = (raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw).lstrip()
     if not text:
         return "<empty>"
-    return repr(escaped) + ("…" if len(text) > limit else "")
+    cut = text[:limit].encode("ascii", errors="backslashreplace").decode("ascii")
+    cut = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in cut)
+    return f'"{cut}"' + ("…" if len(text) > limit else "")
 
 
 class PprofError(Exception):

@@ -145,6 +145,8 @@ def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
 def parse_profile(data: bytes, max_decompressed_bytes: int) -> Profile:
     """Decode a (gzipped or raw) pprof profile. Raises ProfileTruncated, ProfileCorrupt or ProfileTooLarge."""
     raw = gunzip_capped(data, max_decompressed_bytes)
+    if not raw:
+        raise ProfileCorrupt("expected a pprof protobuf, saw an empty body")
     message = profile_pb2.Profile()
     try:
         message.ParseFromString(raw)
