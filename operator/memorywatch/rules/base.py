@@ -1,0 +1,201 @@
+"""What every rule kind shares: the verdict a rule returns per sample, and the trend-rule skeleton.
+
+A rule owns its series and decides "firing or not" for one target; the engine (engine.py) owns cooldowns,
+restarts and the Breach objects. Nothing here raises on missing data: a rule without its inputs returns an
+inactive verdict whose `note` says what is missing.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from memorywatch.api import units
+from memorywatch.rules.model import Probe, RuleSpec
+from memorywatch.rules.series import Point, Series
+from memorywatch.rules.trend import Trend, assess
+from memorywatch.samples import Sample
+
+INACTIVE = "inactive"
+WARMING_UP = "warming up"
+WATCHING = "watching"
+SUSPICIOUS = "suspicious"
+COOLING_DOWN = "cooling down"
+FIRING = "firing"
+
+# Before warm-up ends a rule may still call a target suspicious (to fetch stacks early) once it has seen
+# this share of its window.
+SUSPICION_COVERAGE = 0.5
+# Suspicion uses the same tests at this share of the min growth.
+SUSPICION_GROWTH_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One rule's view of a target after one sample. `message` is set when the rule holds (fires)."""
+
+    state: str
+    note: str | None = None
+    growth: float | None = None
+    unit: str = ""
+    message: str | None = None
+    evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleStatus:
+    """A rule's state for display: `state` is inactive / warming up / watching / suspicious / cooling down;
+    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known."""
+
+    name: str
+    kind: str
+    state: str
+    growth: float | None
+    unit: str
+    detail: str
+    window_seconds: float | None = None
+
+    def line(self) -> str:
+        """`watching: +1.2 MiB over 30m`, `inactive: the target has no memory limit`."""
+        text = self.state
+        if self.growth is not None and self.state != INACTIVE:
+            amount = format_amount(self.growth, self.unit)
+            sign = "+" if self.growth >= 0 else ""
+            unit = "" if self.unit == "bytes" else f" {self.unit}"
+            over = f" over {units.format_duration(self.window_seconds)}" if self.window_seconds else ""
+            text += f": {sign}{amount}{unit}{over}"
+        elif self.detail:
+            text += f": {self.detail.split(': ', 1)[-1]}"
+        return text
+
+
+class Rule(abc.ABC):
+    """One configured rule judging one target."""
+
+    unit = ""
+
+    def __init__(self, spec: RuleSpec) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        """Take one sample (times only increase) and judge; `started_at` is when this target's data began."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget every series: the target restarted."""
+
+    def wants(self, now: float) -> frozenset[Probe]:
+        """Extra data the next scrape should fetch for this rule."""
+        del now
+        return frozenset()
+
+    def judged_window_seconds(self) -> float | None:
+        """The window the growth in `status` is measured over (None for rules without one)."""
+        return None
+
+
+def format_amount(value: float, unit: str) -> str:
+    """`256 MiB` for bytes, `2,400` for counts."""
+    return units.format_bytes(value) if unit == "bytes" else units.format_count(value)
+
+
+class TrendRule(Rule):
+    """A rule that fires when one signal grows sustainably by at least `min_growth` per `window`.
+
+    Subclasses say how to read the signal from a sample (`read`) and how to word the breach (`describe`).
+    """
+
+    default_window_seconds = 900.0
+    default_min_growth = 0.0
+
+    def __init__(self, spec: RuleSpec) -> None:
+        super().__init__(spec)
+        self.window_seconds = spec.window_seconds or self.default_window_seconds
+        self.warmup_seconds = self.window_seconds if spec.warmup_seconds is None else spec.warmup_seconds
+        self.series = Series(self.window_seconds)
+        self.last_trend: Trend | None = None
+        self.suspicious = False
+
+    def judged_window_seconds(self) -> float | None:
+        return self.window_seconds
+
+    @property
+    def min_growth(self) -> float:
+        return self.spec.min_growth if self.spec.min_growth is not None else self.default_min_growth
+
+    def reset(self) -> None:
+        self.series.clear()
+        self.last_trend = None
+        self.suspicious = False
+
+    @abc.abstractmethod
+    def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
+        """(value, note, new_point): the signal in this sample, why it is missing, and whether it is a new
+        point (False for a repeated GC-point value, which must not be counted twice)."""
+
+    @abc.abstractmethod
+    def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
+        """The one-sentence message and extra evidence for a sustained trend, or None to hold back."""
+
+    def judge(self, sample: Sample, *, started_at: float) -> Verdict:
+        """The shared path: read, append, assess, then fire / suspect / watch."""
+        value, note, new_point = self.read(sample)
+        if value is None:
+            if len(self.series) == 0:
+                return Verdict(INACTIVE, note=note, unit=self.unit)
+        elif new_point:
+            self.series.append(sample.time, value)
+        points = self.series.window(sample.time)
+        latest = self.series.latest
+        trend = self.trend(points, latest)
+        self.last_trend = trend
+        self.suspicious = self._suspicious(points, trend)
+        growth = trend.growth if trend is not None else None
+        warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
+        if not warmed:
+            state = SUSPICIOUS if self.suspicious else WARMING_UP
+            return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
+        if trend is not None and trend.sustained:
+            described = self.describe(trend, sample)
+            if described is not None:
+                message, extra = described
+                evidence = {**trend.evidence(), "unit": self.unit, **extra}
+                return Verdict(FIRING, growth=growth, unit=self.unit, message=message, evidence=evidence)
+        state = SUSPICIOUS if self.suspicious else WATCHING
+        return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
+
+    def trend(self, points: list[Point], latest: Point | None) -> Trend | None:
+        if len(points) < 2:
+            return None
+        return assess(
+            points,
+            window_seconds=self.window_seconds,
+            min_growth=self.min_growth,
+            last_value=latest.value if latest is not None else None,
+        )
+
+    def _suspicious(self, points: list[Point], trend: Trend | None) -> bool:
+        if trend is None or trend.coverage < SUSPICION_COVERAGE:
+            return False
+        if trend.sustained:
+            return True
+        if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
+            return False
+        relaxed = assess(
+            points, window_seconds=self.window_seconds, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE
+        )
+        return relaxed.sustained
+
+    @staticmethod
+    def _detail(trend: Trend | None) -> dict[str, Any]:
+        return {"why_not": trend.reason} if trend is not None and trend.reason else {}
+
+    def growth_phrase(self, trend: Trend) -> str:
+        """`grew by 2,400 in 15m (160/min)`."""
+        return (
+            f"grew by {format_amount(trend.growth, self.unit)} in {units.format_duration(trend.window_seconds)}"
+            f" ({units.format_rate(trend.slope_per_second, unit=self.unit)})"
+        )

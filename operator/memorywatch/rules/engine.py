@@ -1,0 +1,201 @@
+"""The per-target judge: feeds each sample to every configured rule, detects restarts, applies cooldowns and
+turns firing rules into Breaches. Pure: the clock is the samples' own `time`.
+
+Errors: none escape `observe`. A rule kind without an implementation is a programming error and raises
+`ValueError` from the constructor; everything about the target's data becomes a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+from memorywatch.api import units
+from memorywatch.pprof.goroutines import GoroutineProfile
+from memorywatch.rules import stacks
+from memorywatch.rules.base import COOLING_DOWN, FIRING, SUSPICIOUS, WATCHING, Rule, RuleStatus, Verdict
+from memorywatch.rules.finalizer_backlog import FinalizerBacklog
+from memorywatch.rules.goroutine_growth import GoroutineGrowth
+from memorywatch.rules.heap_growth import HeapGrowth
+from memorywatch.rules.memory_limit import MemoryLimit
+from memorywatch.rules.model import Breach, Probe, RuleKind, RuleSpec
+from memorywatch.rules.non_heap_growth import NonHeapGrowth
+from memorywatch.rules.threshold import Threshold
+from memorywatch.samples import Sample
+
+DEFAULT_COOLDOWN_SECONDS = 1800.0
+
+_RULES: Mapping[RuleKind, Callable[[RuleSpec], Rule]] = {
+    RuleKind.GOROUTINE_GROWTH: GoroutineGrowth,
+    RuleKind.HEAP_GROWTH: HeapGrowth,
+    RuleKind.FINALIZER_BACKLOG: FinalizerBacklog,
+    RuleKind.NON_HEAP_GROWTH: NonHeapGrowth,
+    RuleKind.MEMORY_LIMIT: MemoryLimit,
+    RuleKind.THRESHOLD: Threshold,
+}
+
+# Cumulative counters of one process: any of them going down means a new process.
+_COUNTERS = ("num_gc", "total_alloc", "mallocs", "frees", "max_rss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """What one sample changed: new breaches, whether the target restarted, and notes (said once, when a
+    rule's situation changes, e.g. "MemoryLimit inactive: the target has no memory limit")."""
+
+    breaches: tuple[Breach, ...] = ()
+    restarted: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def restart_reason(previous: Sample, current: Sample) -> str | None:
+    """Why `current` comes from a different process than `previous`, or None when it looks the same."""
+    if previous.memstats is not None and current.memstats is not None:
+        for field in _COUNTERS:
+            before = getattr(previous.memstats, field)
+            after = getattr(current.memstats, field)
+            if before is not None and after is not None and after < before:
+                return f"{field} went down from {before} to {after}"
+    for field in ("finalizers_queued", "finalizers_executed"):
+        before, after = getattr(previous, field), getattr(current, field)
+        if before is not None and after is not None and after < before:
+            return f"{field} went down from {before} to {after}"
+    return None
+
+
+class TargetJudge:
+    """Judges one target's samples with a fixed set of rules; keep one per target for its whole life."""
+
+    def __init__(
+        self, rules: Sequence[RuleSpec], *, default_cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
+    ) -> None:
+        self.specs = tuple(rules)
+        self.default_cooldown_seconds = default_cooldown_seconds
+        self._rules: list[Rule] = []
+        for spec in self.specs:
+            factory = _RULES.get(spec.kind)
+            if factory is None:
+                raise ValueError(f"no implementation for rule kind {spec.kind!r}")
+            self._rules.append(factory(spec))
+        self._cooldown_until: dict[str, float] = {}
+        self._verdicts: dict[str, Verdict] = {}
+        self._notes: dict[str, str | None] = {}
+        self._previous: Sample | None = None
+        self._last_profile: GoroutineProfile | None = None
+        self._started_at: float | None = None
+
+    def observe(self, sample: Sample) -> Judgement:
+        """Judge one new sample of this target. Samples must come in time order; older ones are ignored."""
+        notes: list[str] = []
+        previous = self._previous
+        if previous is not None and sample.time <= previous.time:
+            return Judgement(notes=(f"sample at {sample.time} ignored: not newer than the previous one",))
+        restarted = False
+        reason = restart_reason(previous, sample) if previous is not None else None
+        if (
+            reason is None
+            and sample.goroutine_profile is not None
+            and self._last_profile is not None
+            and stacks.process_changed(self._last_profile, sample.goroutine_profile)
+        ):
+            reason = "the goroutine stacks moved to other addresses (a new process or build)"
+        if reason is not None:
+            restarted = True
+            notes.append(f"target restarted ({reason}): series and warm-up start again")
+            for rule in self._rules:
+                rule.reset()
+            self._notes.clear()
+            self._started_at = None
+        if self._started_at is None:
+            self._started_at = sample.time
+        self._previous = sample
+        if sample.goroutine_profile is not None:
+            self._last_profile = sample.goroutine_profile
+        breaches: list[Breach] = []
+        for rule in self._rules:
+            verdict = rule.observe(sample, started_at=self._started_at)
+            self._verdicts[rule.spec.name] = verdict
+            if verdict.note != self._notes.get(rule.spec.name):
+                self._notes[rule.spec.name] = verdict.note
+                if verdict.note:
+                    notes.append(f"{rule.spec.name}: {verdict.note}")
+            if verdict.state != FIRING or verdict.message is None:
+                continue
+            if sample.time < self._cooldown_until.get(rule.spec.name, float("-inf")):
+                continue
+            cooldown_seconds = self._cooldown_seconds(rule.spec)
+            self._cooldown_until[rule.spec.name] = sample.time + cooldown_seconds
+            evidence = {**verdict.evidence, "cooldown_seconds": cooldown_seconds}
+            breaches.append(
+                Breach(
+                    rule=rule.spec.name,
+                    kind=rule.spec.kind,
+                    target=sample.target,
+                    time=sample.time,
+                    message=verdict.message,
+                    evidence=evidence,
+                )
+            )
+        return Judgement(breaches=tuple(breaches), restarted=restarted, notes=tuple(notes))
+
+    def _cooldown_seconds(self, spec: RuleSpec) -> float:
+        return self.default_cooldown_seconds if spec.cooldown_seconds is None else spec.cooldown_seconds
+
+    def wants(self) -> frozenset[Probe]:
+        """What the next scrape should fetch besides the cheap index and heap?debug=1."""
+        if self._previous is None:
+            return frozenset()
+        now = self._previous.time
+        wanted: set[Probe] = set()
+        for rule in self._rules:
+            wanted |= rule.wants(now)
+        return frozenset(wanted)
+
+    def cooldowns(self) -> dict[str, float]:
+        """Rule name → unix time until which that rule stays quiet for this target (persist it in status)."""
+        return dict(self._cooldown_until)
+
+    def restore_cooldowns(self, mapping: Mapping[str, float]) -> None:
+        """Take back cooldowns saved by `cooldowns()` (e.g. after an operator restart); unknown rules are
+        ignored, and a later time never shortens a cooldown already running."""
+        names = {spec.name for spec in self.specs}
+        for name, until in mapping.items():
+            if name in names:
+                self._cooldown_until[name] = max(float(until), self._cooldown_until.get(name, float("-inf")))
+
+    def status(self) -> dict[str, str]:
+        """Rule name → one line for display: `watching: +1.2 MiB over 30m`, `inactive: ...`, in config order."""
+        return {name: state.line() for name, state in self.rule_states().items()}
+
+    def rule_states(self) -> dict[str, RuleStatus]:
+        """Each rule's state as a value (state, fitted growth over the window and its unit, detail)."""
+        now = self._previous.time if self._previous is not None else None
+        out: dict[str, RuleStatus] = {}
+        for rule in self._rules:
+            name = rule.spec.name
+            verdict = self._verdicts.get(name)
+            state = verdict.state if verdict is not None else "warming up"
+            detail = ""
+            if verdict is not None:
+                detail = verdict.note or str(verdict.evidence.get("why_not", ""))
+            until = self._cooldown_until.get(name)
+            if (
+                now is not None
+                and until is not None
+                and now < until
+                and state in (FIRING, WATCHING, SUSPICIOUS)
+            ):
+                state = COOLING_DOWN
+                detail = f"quiet until {units.format_duration(until - now)} from now"
+            elif state == FIRING:
+                state = SUSPICIOUS  # fired and cooldown 0, or suppressed: report what it sees
+            out[name] = RuleStatus(
+                name=name,
+                kind=rule.spec.kind.value,
+                state=state,
+                growth=verdict.growth if verdict is not None else None,
+                unit=verdict.unit if verdict is not None else "",
+                detail=detail,
+                window_seconds=rule.judged_window_seconds(),
+            )
+        return out

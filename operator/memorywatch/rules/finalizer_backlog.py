@@ -1,0 +1,112 @@
+"""FinalizerBacklog: finalizers run slower than their objects die, so those objects (and all they reference)
+stay alive. Go runs every finalizer on ONE goroutine: one finalizer that blocks stalls all later ones.
+
+Two ways to see it, best first:
+(a) Go ≥ 1.26 exports cumulative `/gc/finalizers/queued` and `/gc/finalizers/executed`; their difference is
+    the queue length. It rising sustainably by ≥ min growth is the breach.
+(b) Otherwise: live heap objects (counted at GC points) rising sustainably AND the finalizer goroutine seen in
+    the same user frame in consecutive `goroutine?debug=1` snapshots. The object trend alone is HeapGrowth's
+    business; the stuck finalizer alone may be a slow but keeping-up one. Together they are this leak.
+"Mallocs rising while Frees stall" is NOT used: both counters are cumulative and Frees only advances when
+spans are swept, so it stalls between GCs in every healthy program.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memorywatch.rules import stacks
+from memorywatch.rules.base import TrendRule, Verdict
+from memorywatch.rules.model import Probe, RuleSpec
+from memorywatch.rules.trend import Trend
+from memorywatch.samples import Sample
+
+# Without the queue metrics, look at the finalizer goroutine this often even when nothing looks wrong:
+# a debug=1 goroutine snapshot costs two short stop-the-world pauses.
+ROUTINE_PROBE_SECONDS = 120.0
+SUSPICIOUS_PROBE_SECONDS = 60.0
+# Two snapshots of a stuck finalizer must be at least this far apart to call it stuck, not just busy.
+MIN_STUCK_SPAN_SECONDS = 30.0
+
+QUEUE = "finalizer-queue"
+OBJECTS = "live-objects"
+
+
+class FinalizerBacklog(TrendRule):
+    unit = "objects"
+    default_window_seconds = 900.0
+    default_min_growth = 1000.0
+
+    def __init__(self, spec: RuleSpec) -> None:
+        super().__init__(spec)
+        self.snapshots = stacks.Snapshots(max_age_seconds=self.window_seconds * 1.25)
+        self.mode: str | None = None
+        self._last_num_gc: int | None = None
+
+    def reset(self) -> None:
+        super().reset()
+        self.snapshots.clear()
+        self.mode = None
+        self._last_num_gc = None
+
+    def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        if sample.goroutine_profile is not None:
+            self.snapshots.add(sample.time, sample.goroutine_profile)
+        return self.judge(sample, started_at=started_at)
+
+    def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
+        if sample.finalizers_queued is not None and sample.finalizers_executed is not None:
+            self._switch(QUEUE)
+            return float(sample.finalizers_queued - sample.finalizers_executed), None, True
+        if sample.heap_live_objects is not None:
+            self._switch(OBJECTS)
+            num_gc = sample.memstats.num_gc if sample.memstats is not None else None
+            if num_gc is not None and num_gc == self._last_num_gc:
+                return float(sample.heap_live_objects), None, False
+            self._last_num_gc = num_gc
+            return float(sample.heap_live_objects), None, True
+        return (
+            None,
+            "FinalizerBacklog inactive: the target reports neither finalizer queue metrics (Go 1.26)"
+            " nor a live object count",
+            False,
+        )
+
+    def _switch(self, mode: str) -> None:
+        if self.mode is not None and self.mode != mode:
+            self.series.clear()  # queue length and object count are different scales
+            self._last_num_gc = None
+        self.mode = mode
+
+    def wants(self, now: float) -> frozenset[Probe]:
+        if self.mode is None:
+            return frozenset()
+        last = self.snapshots.last_time
+        since = float("inf") if last is None else now - last
+        if self.suspicious and since >= SUSPICIOUS_PROBE_SECONDS:
+            return frozenset({Probe.GOROUTINE_STACKS})
+        if self.mode == OBJECTS and since >= ROUTINE_PROBE_SECONDS:
+            return frozenset({Probe.GOROUTINE_STACKS})
+        return frozenset()
+
+    def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
+        del sample
+        stuck = stacks.stuck_finalizer(self.snapshots.items, MIN_STUCK_SPAN_SECONDS)
+        extra: dict[str, Any] = {"mode": self.mode, "stack_snapshots": len(self.snapshots)}
+        if stuck is not None:
+            extra["stuck_finalizer"] = stuck.evidence()
+        if self.mode == QUEUE:
+            message = (
+                f"The finalizer queue (queued − executed) {self.growth_phrase(trend)}: finalizers run slower than"
+                " their objects become unreachable, so those objects and everything they reference stay alive"
+            )
+            if stuck is not None:
+                message += f"; {stuck.phrase()}"
+            return message + ".", extra
+        if stuck is None:
+            return None  # objects grow but the finalizer is not seen stuck: HeapGrowth's business, not ours
+        message = (
+            f"Live heap objects {self.growth_phrase(trend)} while {stuck.phrase()}: a blocked finalizer keeps"
+            " every object queued behind it, and everything those objects reference, alive."
+        )
+        return message, extra

@@ -1,0 +1,92 @@
+"""GoroutineGrowth: the goroutine count keeps rising and never drains; stacks name who is piling up.
+
+The count comes from the cheap index page on every scrape. Once the count looks suspicious, the rule asks
+for `goroutine?debug=1` snapshots (Probe.GOROUTINE_STACKS), spaced out over the window, and the breach names
+the stack groups that grew in every snapshot. Stacks enrich the verdict, they never gate it: a target whose
+stack fetch fails is still judged on its count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memorywatch.api import units
+from memorywatch.pprof import goroutines
+from memorywatch.rules import stacks
+from memorywatch.rules.base import TrendRule, Verdict
+from memorywatch.rules.model import Probe, RuleSpec
+from memorywatch.rules.trend import Trend
+from memorywatch.samples import Sample
+
+# Spread the stack snapshots over the window: a diff over minutes separates a leak from a burst.
+SNAPSHOT_SPACING_SHARE = 1 / 8
+MIN_SNAPSHOT_SPACING_SECONDS = 30.0
+# A group must add at least this many goroutines across the snapshots to be named.
+MIN_GROUP_DELTA = 1
+
+
+class GoroutineGrowth(TrendRule):
+    unit = "goroutines"
+    default_window_seconds = 900.0
+    default_min_growth = 2000.0
+
+    def __init__(self, spec: RuleSpec) -> None:
+        super().__init__(spec)
+        self.snapshots = stacks.Snapshots(max_age_seconds=self.window_seconds * 1.25)
+        self._last_time: float | None = None
+
+    def reset(self) -> None:
+        super().reset()
+        self.snapshots.clear()
+
+    def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
+        if sample.goroutines is not None:
+            return float(sample.goroutines), None, True
+        if sample.goroutine_profile is not None:
+            return float(sample.goroutine_profile.total), None, True
+        return (
+            None,
+            "GoroutineGrowth inactive: the target reports no goroutine count (index page missing)",
+            False,
+        )
+
+    def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        self._last_time = sample.time
+        if sample.goroutine_profile is not None:
+            self.snapshots.add(sample.time, sample.goroutine_profile)
+        return self.judge(sample, started_at=started_at)
+
+    def wants(self, now: float) -> frozenset[Probe]:
+        if not self.suspicious:
+            return frozenset()
+        spacing = max(MIN_SNAPSHOT_SPACING_SECONDS, self.window_seconds * SNAPSHOT_SPACING_SHARE)
+        last = self.snapshots.last_time
+        if last is None or now - last >= spacing:
+            return frozenset({Probe.GOROUTINE_STACKS})
+        return frozenset()
+
+    def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
+        del sample
+        message = f"Goroutines {self.growth_phrase(trend)} and never drained"
+        extra: dict[str, Any] = {"stack_snapshots": len(self.snapshots)}
+        items = self.snapshots.items
+        if len(items) >= 2:
+            span = items[-1].time - items[0].time
+            extra["stack_span_seconds"] = span
+            growing = goroutines.growing_groups([s.profile for s in items], MIN_GROUP_DELTA)
+            extra["growing_stacks"] = stacks.growth_evidence(growing)
+            if growing:
+                top = growing[0]
+                message += (
+                    f"; {units.format_count(top.delta)} of them are parked in {goroutines.group_name(top.frames)}"
+                    f" (grew in every stack snapshot over {units.format_duration(span)})"
+                )
+            elif len(items) >= 3:
+                extra["stacks_note"] = (
+                    f"{len(items)} stack snapshots over {units.format_duration(span)} show no stack group growing:"
+                    " the extra goroutines are short-lived or spread over many different stacks"
+                )
+                message += f"; yet no single stack grew across {len(items)} snapshots (short-lived or scattered goroutines)"
+        else:
+            message += "; no stack snapshots yet, see the goroutine profiles in the capture"
+        return message + ".", extra

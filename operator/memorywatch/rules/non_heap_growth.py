@@ -1,0 +1,125 @@
+"""NonHeapGrowth: resident memory grows while the Go runtime's own memory does not explain it (cgo, C
+libraries, mmap, thread stacks of cgo threads).
+
+The gap judged is `rss − (Sys − HeapReleased)`: Sys is everything the runtime mapped, HeapReleased is the part
+it gave back to the OS, so their difference bounds what Go itself keeps resident. A Go heap leak moves both
+sides together and leaves the gap flat; memory the runtime does not know about widens it.
+With only MaxRSS (a peak, `ru_maxrss`), the gap is `MaxRSS − (the highest Sys − HeapReleased seen)`: a
+peak that keeps rising by more than Go's own peak did means non-Go memory grew by AT LEAST that much.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memorywatch.api import units
+from memorywatch.rules.base import TrendRule, Verdict
+from memorywatch.rules.model import RuleSpec
+from memorywatch.rules.series import Series
+from memorywatch.rules.trend import Trend
+from memorywatch.samples import Sample
+
+CURRENT_RSS_SOURCES = frozenset({"prometheus", "proc", "metrics-api"})
+
+
+def go_resident_bytes(sample: Sample) -> int | None:
+    """Sys − HeapReleased: the most the Go runtime itself can hold resident, or None if unreported."""
+    memstats = sample.memstats
+    if memstats is None or memstats.sys is None or memstats.heap_released is None:
+        return None
+    return memstats.sys - memstats.heap_released
+
+
+class NonHeapGrowth(TrendRule):
+    unit = "bytes"
+    default_window_seconds = 1800.0
+    default_min_growth = 256 * 2**20
+
+    def __init__(self, spec: RuleSpec) -> None:
+        super().__init__(spec)
+        self.go_series = Series(self.window_seconds)
+        self.rss_series = Series(self.window_seconds)
+        self._go_peak: int | None = None
+        self.source: str | None = None
+        self._threads: list[tuple[float, int]] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.go_series.clear()
+        self.rss_series.clear()
+        self._go_peak = None
+        self.source = None
+        self._threads.clear()
+
+    def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        if sample.threads is not None:
+            self._threads = [(t, n) for t, n in self._threads if t >= sample.time - self.window_seconds]
+            self._threads.append((sample.time, sample.threads))
+        return self.judge(sample, started_at=started_at)
+
+    def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
+        go_bytes = go_resident_bytes(sample)
+        max_rss = sample.memstats.max_rss if sample.memstats is not None else None
+        rss: int
+        if sample.rss_bytes is not None and sample.rss_source in CURRENT_RSS_SOURCES:
+            rss, source = sample.rss_bytes, sample.rss_source
+        elif sample.rss_bytes is not None and sample.rss_source == "maxrss":
+            rss, source = sample.rss_bytes, "maxrss"
+        elif max_rss is not None:
+            rss, source = max_rss, "maxrss"
+        else:
+            return (
+                None,
+                "NonHeapGrowth inactive: the target reports no resident memory (no RSS source, no MaxRSS)",
+                False,
+            )
+        if go_bytes is None:
+            return (
+                None,
+                "NonHeapGrowth inactive: the target reports no Sys/HeapReleased to compare RSS with",
+                False,
+            )
+        if self.source is not None and source != self.source:
+            self.series.clear()  # a peak and a current value are different signals
+            self.go_series.clear()
+            self.rss_series.clear()
+            self._go_peak = None
+        self.source = source
+        if source == "maxrss":
+            self._go_peak = go_bytes if self._go_peak is None else max(self._go_peak, go_bytes)
+            go_bytes = self._go_peak
+        self.go_series.append(sample.time, go_bytes)
+        self.rss_series.append(sample.time, rss)
+        return float(rss - go_bytes), None, True
+
+    def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
+        start = sample.time - self.window_seconds
+        go_points = self.go_series.window(sample.time)
+        rss_points = self.rss_series.window(sample.time)
+        go_change = go_points[-1].value - go_points[0].value if go_points else 0.0
+        extra: dict[str, Any] = {
+            "rss_source": self.source,
+            "gap": "rss - (Sys - HeapReleased)",
+            "rss_first": rss_points[0].value if rss_points else None,
+            "rss_last": rss_points[-1].value if rss_points else None,
+            "go_resident_first": go_points[0].value if go_points else None,
+            "go_resident_last": go_points[-1].value if go_points else None,
+            "go_resident_change": go_change,
+        }
+        threads = [n for t, n in self._threads if t >= start]
+        if threads:
+            extra["threads_first"], extra["threads_last"] = threads[0], threads[-1]
+        subject = "Resident memory outside the Go runtime's accounting"
+        if self.source == "maxrss":
+            extra["lower_bound"] = True
+            extra["source_note"] = (
+                "MaxRSS is a peak (ru_maxrss): the growth is a lower bound of non-Go growth"
+            )
+            subject = "Peak resident memory (MaxRSS, a lower bound) outside the Go runtime's accounting"
+        message = (
+            f"{subject} {self.growth_phrase(trend)} while Go's own memory (Sys − HeapReleased) changed by"
+            f" {units.format_bytes(go_change)}: memory allocated by cgo/C code, mmap or non-Go threads is growing"
+        )
+        if threads and threads[-1] - threads[0] >= 10:
+            message += f" (OS threads also rose from {threads[0]} to {threads[-1]})"
+        return message + ".", extra

@@ -1,0 +1,220 @@
+"""The "sustained growth" test every trend rule shares: a robust slope, rising floors and monotonic agreement.
+
+A series passes only when all three hold (docs/rules.md explains why each one is there):
+1. rate: the Theil–Sen slope (median of pairwise slopes, robust to ~29% outliers) × window ≥ min growth;
+2. floors: split the covered span into 3–4 equal time segments and take each one's minimum; every floor must
+   sit above the previous one by a real share of the rise, no single step may carry most of it, and the
+   total floor rise must be at least half the min growth (scaled to the covered part of the window).
+   A burst that drains leaves a low floor behind it, a start-up step leaves flat floors after it, and a
+   GC saw-tooth judged at GC points has flat floors;
+3. agreement: Kendall's tau between time and value (the Mann–Kendall statistic) is clearly positive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from memorywatch.rules.series import Point
+
+MIN_POINTS = 8
+# Pairwise statistics are O(n²): judge at most this many evenly spaced points (the floors use all of them).
+MAX_PAIRWISE_POINTS = 96
+FLOOR_RISE_FRACTION = 0.5
+# Each floor step must be at least this share of the average step, and no step more than MAX of the total:
+# a linear leak rises evenly; a one-off step puts (almost) all of the rise into one segment boundary.
+MIN_STEP_SHARE = 0.1
+MAX_STEP_SHARE = 0.7
+MIN_KENDALL_TAU = 0.4
+
+
+@dataclasses.dataclass(frozen=True)
+class Trend:
+    """How one series behaved over one window, and whether that counts as sustained growth."""
+
+    points: int
+    window_seconds: float
+    span_seconds: float
+    coverage: float
+    first_value: float
+    last_value: float
+    slope_per_second: float
+    growth: float
+    min_growth: float
+    floors: tuple[float, ...]
+    floor_rise: float
+    kendall_tau: float | None
+    mann_kendall_z: float | None
+    sustained: bool
+    reason: str
+
+    def evidence(self) -> dict[str, Any]:
+        """The numbers behind the verdict, JSON-serialisable."""
+        return {
+            "window_seconds": self.window_seconds,
+            "points": self.points,
+            "span_seconds": round(self.span_seconds, 3),
+            "first_value": self.first_value,
+            "last_value": self.last_value,
+            "slope_per_second": self.slope_per_second,
+            "growth_over_window": self.growth,
+            "min_growth": self.min_growth,
+            "segment_floors": list(self.floors),
+            "floor_rise": self.floor_rise,
+            "kendall_tau": None if self.kendall_tau is None else round(self.kendall_tau, 4),
+            "mann_kendall_z": None if self.mann_kendall_z is None else round(self.mann_kendall_z, 3),
+        }
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _evenly(points: Sequence[Point], limit: int) -> Sequence[Point]:
+    if len(points) <= limit:
+        return points
+    step = (len(points) - 1) / (limit - 1)
+    return [points[round(i * step)] for i in range(limit)]
+
+
+def theil_sen_slope(points: Sequence[Point]) -> float:
+    """Median of the slopes between every pair of points (per second); 0 with fewer than two times."""
+    sample = _evenly(points, MAX_PAIRWISE_POINTS)
+    slopes = [
+        (b.value - a.value) / (b.time - a.time)
+        for i, a in enumerate(sample)
+        for b in sample[i + 1 :]
+        if b.time > a.time
+    ]
+    return _median(slopes) if slopes else 0.0
+
+
+def mann_kendall(points: Sequence[Point]) -> tuple[float, float]:
+    """Kendall's tau (−1..1) between time and value, and the Mann–Kendall Z score (tie-corrected)."""
+    sample = _evenly(points, MAX_PAIRWISE_POINTS)
+    n = len(sample)
+    if n < 3:
+        return 0.0, 0.0
+    s = 0
+    for i, a in enumerate(sample):
+        for b in sample[i + 1 :]:
+            s += (b.value > a.value) - (b.value < a.value)
+    counts: dict[float, int] = {}
+    for point in sample:
+        counts[point.value] = counts.get(point.value, 0) + 1
+    ties = sum(t * (t - 1) * (2 * t + 5) for t in counts.values() if t > 1)
+    variance = (n * (n - 1) * (2 * n + 5) - ties) / 18
+    tau = s / (n * (n - 1) / 2)
+    if variance <= 0 or s == 0:
+        return tau, 0.0
+    z = (s - math.copysign(1, s)) / math.sqrt(variance)
+    return tau, z
+
+
+def segment_floors(points: Sequence[Point], segments: int) -> tuple[float, ...]:
+    """The minimum of each of `segments` equal time slices (by index when a slice would be empty)."""
+    start, end = points[0].time, points[-1].time
+    width = (end - start) / segments
+    floors: list[float] = []
+    if width > 0:
+        buckets: list[list[float]] = [[] for _ in range(segments)]
+        for point in points:
+            buckets[min(int((point.time - start) / width), segments - 1)].append(point.value)
+        if all(buckets):
+            return tuple(min(bucket) for bucket in buckets)
+    size = len(points) / segments
+    for i in range(segments):
+        chunk = points[round(i * size) : round((i + 1) * size)]
+        floors.append(min(p.value for p in chunk))
+    return tuple(floors)
+
+
+def assess(
+    points: Sequence[Point],
+    *,
+    window_seconds: float,
+    min_growth: float,
+    last_value: float | None = None,
+) -> Trend:
+    """Judge `points` (oldest first, all inside one window) for sustained growth of at least `min_growth`
+    per `window_seconds`. `last_value` overrides the newest point's value in the evidence (the raw latest)."""
+    n = len(points)
+    if n < 2:
+        value = points[0].value if points else 0.0
+        return Trend(
+            n,
+            window_seconds,
+            0.0,
+            0.0,
+            value,
+            value,
+            0.0,
+            0.0,
+            min_growth,
+            (),
+            0.0,
+            None,
+            None,
+            False,
+            "too few points",
+        )
+    span = points[-1].time - points[0].time
+    spacing = span / (n - 1)
+    coverage = min(1.0, (span + spacing) / window_seconds) if window_seconds > 0 else 1.0
+    slope = theil_sen_slope(points)
+    growth = slope * window_seconds
+    segments = 4 if n >= 16 else 3
+    floors = segment_floors(points, segments) if n >= segments else ()
+    floor_rise = floors[-1] - floors[0] if floors else 0.0
+    reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage)
+    tau: float | None = None
+    z: float | None = None
+    if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
+        tau, z = mann_kendall(points)
+        if tau < MIN_KENDALL_TAU:
+            reason = f"values do not rise consistently (Kendall tau {tau:.2f} < {MIN_KENDALL_TAU})"
+    return Trend(
+        points=n,
+        window_seconds=window_seconds,
+        span_seconds=span,
+        coverage=coverage,
+        first_value=points[0].value,
+        last_value=points[-1].value if last_value is None else last_value,
+        slope_per_second=slope,
+        growth=growth,
+        min_growth=min_growth,
+        floors=floors,
+        floor_rise=floor_rise,
+        kendall_tau=tau,
+        mann_kendall_z=z,
+        sustained=not reason,
+        reason=reason,
+    )
+
+
+def _why_not(
+    n: int,
+    growth: float,
+    min_growth: float,
+    floors: tuple[float, ...],
+    floor_rise: float,
+    coverage: float,
+) -> str:
+    """Empty when rate and floors pass, else the first test that failed, in plain words."""
+    if n < MIN_POINTS:
+        return f"too few points ({n} < {MIN_POINTS})"
+    if growth < min_growth:
+        return "growth below the minimum"
+    if floor_rise < FLOOR_RISE_FRACTION * min_growth * coverage:
+        return "floors did not rise enough (the series drains back or stepped once)"
+    steps = [later - earlier for earlier, later in itertools.pairwise(floors)]
+    if min(steps) < MIN_STEP_SHARE * floor_rise / len(steps):
+        return "floors did not rise in every segment (a step or a drain, not a trend)"
+    if max(steps) > MAX_STEP_SHARE * floor_rise:
+        return "most of the rise happened at once (a step, not a trend)"
+    return ""
