@@ -68,20 +68,21 @@ def listening_inodes(host: str, port: int, proc: pathlib.Path = pathlib.Path("/p
 def pid_owning(inode: int, proc: pathlib.Path = pathlib.Path("/proc")) -> int | None:
     """The first process with an open fd on socket `inode`, scanning only what we may read."""
     link = f"socket:[{inode}]"
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        fd_dir = os.path.join(entry.path, "fd")
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:  # another user's process, or it exited
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(os.path.join(fd_dir, fd)) == link:
-                    return int(entry.name)
-            except OSError:
+    with os.scandir(proc) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
                 continue
+            fd_dir = os.path.join(entry.path, "fd")
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:  # another user's process, or it exited
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) == link:
+                        return int(entry.name)
+                except OSError:
+                    continue
     return None
 
 

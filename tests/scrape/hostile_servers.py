@@ -1,0 +1,164 @@
+"""Small real HTTP servers on 127.0.0.1 that misbehave on purpose, for the scraper's hostile-input tests.
+
+Each `RawServer` runs on the test's own event loop (asyncio.start_server), reads one request head per
+connection and hands it to a handler coroutine that may answer properly, stall, trickle or lie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import zlib
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # path with query, as sent
+    headers: dict[str, str]  # lower-case names
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """`async with RawServer(handler) as server:` then scrape `server.url`. Requests seen are in `requests`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        self._writers.add(writer)
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        headers[name.strip().lower()] = value.strip()
+                request = Request(method, target, headers)
+                self.requests.append(request)
+                await self._handler(request, writer)
+                if writer.is_closing():
+                    return
+        except (ConnectionError, asyncio.CancelledError):
+            return  # shutdown cancels handlers; returning keeps asyncio from logging each one
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._writers.discard(writer)
+            writer.close()
+
+
+async def respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """A complete HTTP/1.1 response with Content-Length; the connection stays open for keep-alive."""
+    lines = [f"HTTP/1.1 {status} X", f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+async def start_chunked(
+    writer: asyncio.StreamWriter, content_type: str = "text/plain; charset=utf-8"
+) -> None:
+    writer.write(
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    await writer.drain()
+
+
+async def send_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    await writer.drain()
+
+
+def gzip_bomb(expanded_mib: int) -> bytes:
+    """A gzip stream of about expanded_mib/1000 MiB that inflates to `expanded_mib` MiB of zeros.
+
+    Built from one full-flushed deflate block repeated, so it costs milliseconds to make. The trailer
+    CRC is wrong, which does not matter: a capped reader must give up long before it gets there.
+    """
+    zeros = bytes(1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    return head + block * (expanded_mib - 1) + deflate.flush()
+
+
+NGINX_DEFAULT_PAGE = b"""<!DOCTYPE html>
+<html>
+<head>
+<title>Welcome to nginx!</title>
+<style>
+html { color-scheme: light dark; }
+body { width: 35em; margin: 0 auto;
+font-family: Tahoma, Verdana, Arial, sans-serif; }
+</style>
+</head>
+<body>
+<h1>Welcome to nginx!</h1>
+<p>If you see this page, the nginx web server is successfully installed and
+working. Further configuration is required.</p>
+
+<p>For online documentation and support please refer to
+<a href="http://nginx.org/">nginx.org</a>.<br/>
+Commercial support is available at
+<a href="http://nginx.com/">nginx.com</a>.</p>
+
+<p><em>Thank you for using nginx.</em></p>
+</body>
+</html>
+"""
