@@ -1,0 +1,39 @@
+"""CLI behind hack/local-cluster: up | down [--purge] | status [--json]."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .cluster import ClusterError, down, status, up
+
+BINARY_ENV = ["ETCD", "KUBE_APISERVER", "KUBE_CONTROLLER_MANAGER", "KUBE_SCHEDULER", "KUBECTL", "KWOK", "HELM",
+              "VERSITYGW", "KWOK_STAGES", "MW_TOOLS_BIN"]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="hack/local-cluster")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start (or heal) the cluster; prints the admin kubeconfig path last")
+    d = sub.add_parser("down", help="stop every process the cluster started")
+    d.add_argument("--purge", action="store_true", help="also delete the cluster directory")
+    s = sub.add_parser("status", help="components, pids, liveness, log files")
+    s.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    try:
+        if args.cmd == "up":
+            cfg = up({k: os.environ[k] for k in BINARY_ENV if os.environ.get(k)})
+            print(cfg.admin_kubeconfig, flush=True)
+            return 0
+        if args.cmd == "down":
+            down(purge=args.purge)
+            return 0
+        return status(as_json=args.json)
+    except ClusterError as e:
+        print(f"local-cluster: ERROR: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Fixtures for end-to-end tests against the local control plane (hack/local-cluster, docs/local-cluster.md).
+
+- `cluster` (session): runs `hack/local-cluster up` (building the tools on first use) and yields a `Cluster`
+  with the admin kubeconfig, an ApiClient factory, the S3 endpoint and credentials and a kubectl helper.
+  If this session started the cluster, it is stopped at the end (set MW_KEEP_CLUSTER=1 to keep it).
+- `namespace`: a fresh namespace per test, deleted afterwards (its pod processes are stopped).
+- `pprofserver`: path of a tiny Go program (tests/e2e/testdata/pprofserver) serving net/http/pprof on -listen,
+  built with the machine's `go` into a cache keyed by a hash of its source. A build failure FAILS the test.
+- `deploy`: creates a Deployment that runs a local binary as its pods' command (see `deployment_manifest`).
+
+Nothing here skips: if the cluster or a binary cannot be built, the tests fail with the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_harness import (
+    CACHE,
+    TESTDATA,
+    Cluster,
+    build_go_program,
+    deployment_manifest,
+    exists,
+    run_hack,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    before = run_hack("status", "--json", timeout=60)
+    was_running = before.returncode == 0
+    # First use builds the tools (several minutes on 2 cores), then the cluster starts in ~20 s.
+    up = run_hack("up", timeout=3600)
+    if up.returncode != 0:
+        pytest.fail(
+            f"hack/local-cluster up failed ({up.returncode}):\n{up.stderr[-6000:]}\n{up.stdout[-2000:]}"
+        )
+    kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+    st = run_hack("status", "--json", timeout=60)
+    info = json.loads(st.stdout)
+    s3env = dict(
+        line.split("=", 1) for line in Path(info["s3_env_file"]).read_text().splitlines() if "=" in line
+    )
+    c = Cluster(
+        kubeconfig=kubeconfig,
+        dir=Path(info["dir"]),
+        info=info,
+        s3_endpoint=s3env["MW_S3_ENDPOINT"],
+        s3_access_key=s3env["AWS_ACCESS_KEY_ID"],
+        s3_secret_key=s3env["AWS_SECRET_ACCESS_KEY"],
+        kubectl_path=CACHE / "bin" / "kubectl",
+    )
+    try:
+        yield c
+    finally:
+        c.close()
+        if not was_running and not os.environ.get("MW_KEEP_CLUSTER"):
+            down = run_hack("down", timeout=300)
+            if down.returncode != 0:
+                print(f"hack/local-cluster down failed:\n{down.stderr}", file=sys.stderr)
+
+
+@pytest.fixture
+def core(cluster: Cluster) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(cluster.api_client())
+
+
+@pytest.fixture
+def apps(cluster: Cluster) -> Any:
+    from kubernetes import client
+
+    return client.AppsV1Api(cluster.api_client())
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(cluster.api_client())
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"e2e-{base}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"memorywatch.dev/e2e": "true"}}})
+    # the ServiceAccount token controller creates "default" shortly after the namespace
+    wait_until(lambda: exists(lambda: core.read_namespaced_service_account("default", name)), 30,
+               f"ServiceAccount default in namespace {name}")  # fmt: skip
+    yield name
+    with contextlib.suppress(ApiException):
+        core.delete_namespace(name)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    wait_until(gone, 120, f"namespace {name} to be deleted")
+
+
+@pytest.fixture(scope="session")
+def pprofserver() -> Path:
+    return build_go_program(TESTDATA / "pprofserver", "pprofserver")
+
+
+@pytest.fixture
+def deploy(cluster: Cluster, namespace: str) -> Callable[..., dict[str, Any]]:
+    """deploy(name, command, **deployment_manifest kwargs) -> the created Deployment (as a dict)."""
+    from kubernetes import client
+
+    api = cluster.api_client()
+    apps = client.AppsV1Api(api)
+
+    def _deploy(name: str, command: list[str] | str | Path, **kwargs: Any) -> dict[str, Any]:
+        body = deployment_manifest(name, command, **kwargs)  # type: ignore[arg-type]
+        created = apps.create_namespaced_deployment(namespace, body)
+        return api.sanitize_for_serialization(created)  # type: ignore[no-any-return]
+
+    return _deploy

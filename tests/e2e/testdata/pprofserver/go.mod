@@ -1,0 +1,3 @@
+module memorywatch.test/pprofserver
+
+go 1.22
