@@ -4,7 +4,7 @@ This is the only package that imports protobuf. Every function takes the bytes o
 and returns frozen values; none of them touches the network, the disk or the clock.
 
 Modules: `memstats` (the runtime.MemStats block), `heap_text` (streaming heap?debug=1), `goroutines`
-(goroutine?debug=1, diffs, the stuck finalizer), `index` (the /debug/pprof/ page), `expvar` (/debug/vars),
+(goroutine?debug=1, diffs, the stuck finalizer), `goroutine_stacks` (goroutine?debug=2 dumps), `index` (the /debug/pprof/ page), `expvar` (/debug/vars),
 `prometheus_text` (/metrics), `profiles` (gzipped protobuf profiles and their growth diffs).
 
 Errors (all carry a message saying what was expected and the first characters of what was seen)::
@@ -36,6 +36,7 @@ from memorywatch.pprof.errors import (
     SampleTypeMissing,
 )
 from memorywatch.pprof.expvar import ExpvarSnapshot, parse_expvar
+from memorywatch.pprof.goroutine_stacks import GoroutineStack, finalizer_goroutine, parse_goroutine_debug2
 from memorywatch.pprof.goroutines import (
     Frame,
     GoroutineGroup,
@@ -70,6 +71,7 @@ __all__ = [
     "Frame",
     "GoroutineGroup",
     "GoroutineProfile",
+    "GoroutineStack",
     "GroupGrowth",
     "HeapText",
     "HeapTextParser",
@@ -92,11 +94,13 @@ __all__ = [
     "ValueType",
     "blocked_finalizer",
     "diff_goroutines",
+    "finalizer_goroutine",
     "group_name",
     "growing_groups",
     "gunzip_capped",
     "parse_expvar",
     "parse_goroutine_debug1",
+    "parse_goroutine_debug2",
     "parse_heap_text",
     "parse_index",
     "parse_memstats_lines",

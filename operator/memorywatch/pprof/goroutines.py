@@ -61,8 +61,15 @@ FINALIZER_LOOPS = frozenset({"runtime.runfinq", "runtime.runFinalizers"})
 
 
 def parse_goroutine_debug1(text: str) -> GoroutineProfile:
-    """Parse `goroutine?debug=1` (also the `goroutineleak` profile, same format). Raises MalformedText."""
+    """Parse `goroutine?debug=1` (also the `goroutineleak` profile, same format). Raises MalformedText.
+
+    `total` is Go's header count; when the text was cut short, the groups hold fewer goroutines than that.
+    """
     lines = text.splitlines()
+    # Go ends every line with a newline; an unterminated last line was cut mid-transfer (a size cap), so it
+    # is dropped and the groups that arrived whole are kept.
+    if len(lines) > 1 and not text.endswith(("\n", "\r")):
+        lines.pop()
     index = 0
     while index < len(lines) and not lines[index].strip():
         index += 1

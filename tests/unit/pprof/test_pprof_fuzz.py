@@ -13,6 +13,7 @@ from memorywatch.pprof import (
     PprofError,
     parse_expvar,
     parse_goroutine_debug1,
+    parse_goroutine_debug2,
     parse_heap_text,
     parse_index,
     parse_memstats_lines,
@@ -35,6 +36,7 @@ def _profile(data: bytes) -> None:
 PARSERS: dict[str, Callable[[bytes], object]] = {
     "heap_text": lambda b: parse_heap_text(b.decode("utf-8", "replace")),
     "goroutines": lambda b: parse_goroutine_debug1(b.decode("utf-8", "replace")),
+    "goroutine_stacks": lambda b: parse_goroutine_debug2(b.decode("utf-8", "replace")),
     "index": lambda b: parse_index(b.decode("utf-8", "replace")),
     "expvar": parse_expvar,
     "metrics": lambda b: parse_prometheus_text(b.decode("utf-8", "replace")),
@@ -45,6 +47,7 @@ PARSERS: dict[str, Callable[[bytes], object]] = {
 FIXTURES = {
     "heap_text": "heap_debug1.txt",
     "goroutines": "goroutine_debug1_t0.txt",
+    "goroutine_stacks": "goroutine_debug2.txt",
     "index": "index.html",
     "expvar": "vars.json",
     "metrics": "metrics.txt",

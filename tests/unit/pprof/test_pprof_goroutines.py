@@ -143,6 +143,15 @@ def test_group_names_prefer_program_code_then_the_goroutine_entry(go_fixtures_di
     )
 
 
+def test_a_profile_cut_mid_line_keeps_the_groups_that_arrived(go_fixtures_dir: pathlib.Path) -> None:
+    text = (go_fixtures_dir / "goroutine_debug1_t2.txt").read_text()
+    cut = text[: text.index("os/signal.signal_recv") + 5]
+    profile = parse_goroutine_debug1(cut)
+    assert profile.total == 170
+    assert profile.groups[0].count == 163
+    assert sum(g.count for g in profile.groups) < profile.total
+
+
 def test_unknown_pcs_are_kept_as_frames() -> None:
     profile = parse_goroutine_debug1(
         "goroutine profile: total 1\n1 @ 0x1 0x2\n#\t0xdead\n#\t0x2\tmain.f+0x1\t/a.go:3\n"
