@@ -9,10 +9,12 @@ import pathlib
 import socket
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable
 
 import pytest
 
+from memorywatch.pprof.heap_text import parse_heap_text
 from memorywatch.scrape import (
     HTTPStatusError,
     Limits,
@@ -389,3 +391,31 @@ async def test_metrics_probed_once_and_not_asked_again_when_absent(recorded: Cal
         assert [r.path for r in server.requests].count("/metrics") == 2
     # Keep-alive: every request of every interval went over one or a few pooled connections.
     assert server.connections <= 4
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip", "deflate"])
+async def test_heap_text_in_odd_chunks_or_compressed_by_a_proxy_parses_the_same(
+    recorded: Callable[[str], bytes], encoding: str
+) -> None:
+    text = recorded("heap_debug1.txt")
+    expected = parse_heap_text(text.decode())
+    wire = {"identity": text, "gzip": gzip.compress(text), "deflate": zlib.compress(text)}[encoding]
+
+    async def dribble(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+            + (f"Content-Encoding: {encoding}\r\n".encode() if encoding != "identity" else b"")
+            + b"\r\n"
+        )
+        for start in range(0, len(wire), 7):  # 7-byte pieces split lines and CRLFs anywhere
+            await send_chunk(writer, wire[start : start + 7])
+        await send_chunk(writer, b"")
+
+    async with (
+        RawServer(go_like(recorded, {"/debug/pprof/heap": dribble})) as server,
+        Scraper(proc_rss=False) as scraper,
+    ):
+        sample = await scraper.sample(TargetConfig(server.url))
+    assert sample.memstats == expected.memstats
+    assert sample.heap_live_bytes == expected.live_bytes_estimate
+    assert sample.heap_live_objects == expected.live_objects_estimate
