@@ -240,8 +240,11 @@ class _Site:
     lines: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
-def _sites(base: Profile | None, new: Profile, sample_type: str, by_function: bool) -> dict[Any, _Site]:
-    sites: dict[Any, _Site] = {}
+_SiteKey = tuple[str, str, int]  # function, file, line (0 when aggregating by function)
+
+
+def _sites(base: Profile | None, new: Profile, sample_type: str, by_function: bool) -> dict[_SiteKey, _Site]:
+    sites: dict[_SiteKey, _Site] = {}
     for profile, is_new in ((base, False), (new, True)):
         if profile is None:
             continue
@@ -252,7 +255,7 @@ def _sites(base: Profile | None, new: Profile, sample_type: str, by_function: bo
                 continue
             at = allocation_site(sample.stack)
             frame = sample.stack[at]
-            key = (frame.function, frame.file) if by_function else frame
+            key = (frame.function, frame.file, 0 if by_function else frame.line)
             site = sites.setdefault(key, _Site())
             if is_new:
                 site.after += value
@@ -271,11 +274,10 @@ def _growth(
 ) -> list[SiteGrowth]:
     sites = _sites(base, new, sample_type, by_function)
     growths = []
-    for key, site in sites.items():
+    for (function, file, _), site in sites.items():
         if site.after - site.before <= 0:
             continue
         line = max(site.lines, key=lambda ln: site.lines[ln]) if site.lines else site.best_stack[0].line
-        function, file = (key[0], key[1]) if by_function else (key.function, key.file)
         stack = tuple(f"{f.function} {f.file}:{f.line}" for f in site.best_stack[:STACK_FRAMES])
         growths.append(
             SiteGrowth(
