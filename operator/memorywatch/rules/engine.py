@@ -83,6 +83,7 @@ class TargetJudge:
         self._previous: Sample | None = None
         self._last_profile: GoroutineProfile | None = None
         self._started_at: float | None = None
+        self._interval_seconds = 0.0
 
     def observe(self, sample: Sample) -> Judgement:
         """Judge one new sample of this target. Samples must come in time order; older ones are ignored."""
@@ -108,6 +109,8 @@ class TargetJudge:
             self._started_at = None
         if self._started_at is None:
             self._started_at = sample.time
+        if previous is not None:
+            self._interval_seconds = sample.time - previous.time
         self._previous = sample
         if sample.goroutine_profile is not None:
             self._last_profile = sample.goroutine_profile
@@ -145,7 +148,8 @@ class TargetJudge:
         """What the next scrape should fetch besides the cheap index and heap?debug=1."""
         if self._previous is None:
             return frozenset()
-        now = self._previous.time
+        # Rules space their probes by the time of the scrape that will carry them: about one interval on.
+        now = self._previous.time + self._interval_seconds
         wanted: set[Probe] = set()
         for rule in self._rules:
             wanted |= rule.wants(now)

@@ -7,7 +7,9 @@ A series passes only when all three hold (docs/rules.md explains why each one is
    total floor rise must be at least half the min growth (scaled to the covered part of the window).
    A burst that drains leaves a low floor behind it, a start-up step leaves flat floors after it, and a
    GC saw-tooth judged at GC points has flat floors;
-3. agreement: Kendall's tau between time and value (the Mann–Kendall statistic) is clearly positive.
+3. still growing: the Theil–Sen slope of the newest half of the span is at least half the minimum rate,
+   so a pool or cache that grew once and has been flat since (a start-up ramp) stops counting;
+4. agreement: Kendall's tau between time and value (the Mann–Kendall statistic) is clearly positive.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from memorywatch.rules.series import Point
 
 MIN_POINTS = 8
 # Pairwise statistics are O(n²): judge at most this many evenly spaced points (the floors use all of them).
-MAX_PAIRWISE_POINTS = 96
+MAX_PAIRWISE_POINTS = 64
 FLOOR_RISE_FRACTION = 0.5
 # Each floor step must be at least this share of the average step, and no step more than MAX of the total:
 # a linear leak rises evenly; a one-off step puts (almost) all of the rise into one segment boundary.
 MIN_STEP_SHARE = 0.1
 MAX_STEP_SHARE = 0.7
 MIN_KENDALL_TAU = 0.4
+# The newest half of the span must still grow at this share of the minimum rate.
+RECENT_RATE_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Trend:
     first_value: float
     last_value: float
     slope_per_second: float
+    recent_slope_per_second: float
     growth: float
     min_growth: float
     floors: tuple[float, ...]
@@ -60,6 +65,7 @@ class Trend:
             "first_value": self.first_value,
             "last_value": self.last_value,
             "slope_per_second": self.slope_per_second,
+            "recent_half_slope_per_second": self.recent_slope_per_second,
             "growth_over_window": self.growth,
             "min_growth": self.min_growth,
             "segment_floors": list(self.floors),
@@ -147,21 +153,22 @@ def assess(
     if n < 2:
         value = points[0].value if points else 0.0
         return Trend(
-            n,
-            window_seconds,
-            0.0,
-            0.0,
-            value,
-            value,
-            0.0,
-            0.0,
-            min_growth,
-            (),
-            0.0,
-            None,
-            None,
-            False,
-            "too few points",
+            points=n,
+            window_seconds=window_seconds,
+            span_seconds=0.0,
+            coverage=0.0,
+            first_value=value,
+            last_value=value,
+            slope_per_second=0.0,
+            recent_slope_per_second=0.0,
+            growth=0.0,
+            min_growth=min_growth,
+            floors=(),
+            floor_rise=0.0,
+            kendall_tau=None,
+            mann_kendall_z=None,
+            sustained=False,
+            reason="too few points",
         )
     span = points[-1].time - points[0].time
     spacing = span / (n - 1)
@@ -171,7 +178,12 @@ def assess(
     segments = 4 if n >= 16 else 3
     floors = segment_floors(points, segments) if n >= segments else ()
     floor_rise = floors[-1] - floors[0] if floors else 0.0
+    middle = points[0].time + span / 2
+    recent = [point for point in points if point.time >= middle]
+    recent_slope = theil_sen_slope(recent) if len(recent) >= 3 else slope
     reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage)
+    if not reason and recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
+        reason = "growth stopped: the newest half of the window is (almost) flat"
     tau: float | None = None
     z: float | None = None
     if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
@@ -186,6 +198,7 @@ def assess(
         first_value=points[0].value,
         last_value=points[-1].value if last_value is None else last_value,
         slope_per_second=slope,
+        recent_slope_per_second=recent_slope,
         growth=growth,
         min_growth=min_growth,
         floors=floors,
