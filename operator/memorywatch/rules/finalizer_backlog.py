@@ -21,9 +21,11 @@ from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.trend import Trend
 from memorywatch.samples import Sample
 
-# Without the queue metrics, look at the finalizer goroutine this often even when nothing looks wrong:
-# a debug=1 goroutine snapshot costs two short stop-the-world pauses.
+# Without the queue metrics, look at the finalizer goroutine routinely even when nothing looks wrong: every
+# 2 minutes while live objects trend up at all, every 10 otherwise. A debug=1 goroutine snapshot costs two
+# short stop-the-world pauses and work proportional to the number of goroutines, so it is rationed.
 ROUTINE_PROBE_SECONDS = 120.0
+IDLE_PROBE_SECONDS = 600.0
 SUSPICIOUS_PROBE_SECONDS = 60.0
 # Two snapshots of a stuck finalizer must be at least this far apart to call it stuck, not just busy.
 MIN_STUCK_SPAN_SECONDS = 30.0
@@ -85,8 +87,10 @@ class FinalizerBacklog(TrendRule):
         since = float("inf") if last is None else now - last
         if self.suspicious and since >= SUSPICIOUS_PROBE_SECONDS:
             return frozenset({Probe.GOROUTINE_STACKS})
-        if self.mode == OBJECTS and since >= ROUTINE_PROBE_SECONDS:
-            return frozenset({Probe.GOROUTINE_STACKS})
+        if self.mode == OBJECTS:
+            rising = self.last_trend is not None and self.last_trend.slope_per_second > 0
+            if since >= (ROUTINE_PROBE_SECONDS if rising else IDLE_PROBE_SECONDS):
+                return frozenset({Probe.GOROUTINE_STACKS})
         return frozenset()
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:

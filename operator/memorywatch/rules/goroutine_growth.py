@@ -23,6 +23,13 @@ SNAPSHOT_SPACING_SHARE = 1 / 8
 MIN_SNAPSHOT_SPACING_SECONDS = 30.0
 # A group must add at least this many goroutines across the snapshots to be named.
 MIN_GROUP_DELTA = 1
+# Server-side connection handlers: one goroutine per open connection, so they grow with clients and load,
+# not only with leaks. When such a stack leads the growth, the message says to compare with load.
+CONNECTION_HANDLERS = (
+    "net/http.(*conn).serve",
+    "golang.org/x/net/http2.(*serverConn).serve",
+    "google.golang.org/grpc/internal/transport.(*http2Server)",
+)
 
 
 class GoroutineGrowth(TrendRule):
@@ -81,6 +88,13 @@ class GoroutineGrowth(TrendRule):
                     f"; {units.format_count(top.delta)} of them are parked in {goroutines.group_name(top.frames)}"
                     f" (grew in every stack snapshot over {units.format_duration(span)})"
                 )
+                if any(f.function.startswith(CONNECTION_HANDLERS) for f in top.frames):
+                    extra["load_note"] = (
+                        "the leading stack serves one connection each: it also grows with clients"
+                    )
+                    message += (
+                        "; that stack holds one goroutine per open connection, so compare with client load"
+                    )
             elif len(items) >= 3:
                 extra["stacks_note"] = (
                     f"{len(items)} stack snapshots over {units.format_duration(span)} show no stack group growing:"

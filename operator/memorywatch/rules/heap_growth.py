@@ -43,9 +43,10 @@ class HeapGrowth(TrendRule):
         memstats = sample.memstats
         num_gc = memstats.num_gc if memstats is not None else None
         if sample.heap_live_bytes is not None:
-            value, source = float(sample.heap_live_bytes), "heap_live_bytes"
+            value, source, note = float(sample.heap_live_bytes), "heap_live_bytes", None
         elif memstats is not None and memstats.next_gc is not None:
             value, source = memstats.next_gc / NEXT_GC_PER_LIVE_BYTE, "next_gc"
+            note = "HeapGrowth judges NextGC (the heap goal) halved: the target reports no live-heap figure"
         else:
             return None, "HeapGrowth inactive: the target reports neither the live heap nor NextGC", False
         if self.source is not None and source != self.source:
@@ -54,9 +55,9 @@ class HeapGrowth(TrendRule):
             self._last_num_gc = None
         self.source = source
         if num_gc is not None and num_gc == self._last_num_gc:
-            return value, None, False  # no GC completed since the last point: same measurement again
+            return value, note, False  # no GC completed since the last point: same measurement again
         self._last_num_gc = num_gc
-        return value, None, True
+        return value, note, True
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample

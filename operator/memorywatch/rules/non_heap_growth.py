@@ -110,6 +110,11 @@ class NonHeapGrowth(TrendRule):
         if threads:
             extra["threads_first"], extra["threads_last"] = threads[0], threads[-1]
         subject = "Resident memory outside the Go runtime's accounting"
+        if self.source == "metrics-api":
+            extra["source_note"] = (
+                "the metrics API reports the container working set, which includes active page cache:"
+                " heavy file I/O can widen the gap without any C allocation"
+            )
         if self.source == "maxrss":
             extra["lower_bound"] = True
             extra["source_note"] = (

@@ -62,12 +62,21 @@ def test_rising_objects_with_an_idle_finalizer_do_not_fire() -> None:
     assert run.breaches == []
 
 
-def test_without_queue_metrics_the_finalizer_is_checked_routinely_not_every_scrape() -> None:
+@pytest.mark.parametrize(
+    ("objects", "every_seconds"),
+    [
+        (lambda i: 50_000 + 3 * i, 120),  # rising a little (below min growth): every 2 minutes
+        (lambda i: 50_000 - (i % 3), 600),  # flat: every 10 minutes
+    ],
+)
+def test_without_queue_metrics_the_finalizer_is_checked_routinely_not_every_scrape(
+    objects, every_seconds
+) -> None:  # type: ignore[no-untyped-def]
     stuck = fixture_profile("goroutine_finalizer_debug1.txt")
-    flat = lambda i, t: {"heap_live_objects": 50_000 + (i % 3), "memstats": gc_memstats(i)}  # noqa: E731
-    run, fetched = feed_with_stacks(TargetJudge([RULE]), stream(1800, 30, flat), lambda n: stuck)
-    assert run.breaches == [], "a stuck finalizer without growth is not a backlog yet"
-    assert 1800 / 120 - 1 <= fetched <= 1800 / 120 + 1, "about one snapshot every two minutes"
+    make = lambda i, t: {"heap_live_objects": objects(i), "memstats": gc_memstats(i)}  # noqa: E731
+    run, fetched = feed_with_stacks(TargetJudge([RULE]), stream(3600, 30, make), lambda n: stuck)
+    assert run.breaches == [], "a stuck finalizer without enough growth is not a backlog yet"
+    assert 3600 / every_seconds - 1 <= fetched <= 3600 / every_seconds + 2
 
 
 def test_no_inputs_is_inactive_with_a_note() -> None:

@@ -10,6 +10,7 @@ import random
 import pytest
 from tests.unit.rules.synth import T0, feed, feed_with_stacks, fixture_profile, spec, stream
 
+from memorywatch.pprof.goroutines import Frame, GoroutineGroup, GoroutineProfile
 from memorywatch.rules.engine import TargetJudge
 from memorywatch.rules.model import Probe, RuleKind
 
@@ -106,3 +107,19 @@ def test_missing_count_is_inactive_with_a_note() -> None:
     assert run.notes == [
         "goroutine-leak: GoroutineGrowth inactive: the target reports no goroutine count (index page missing)"
     ]
+
+
+def test_connection_handler_growth_is_flagged_as_load_dependent() -> None:
+    serve = (Frame("net/http.(*conn).serve", "/usr/local/go/src/net/http/server.go", 2067),)
+
+    def snapshot(count: int) -> GoroutineProfile:
+        return GoroutineProfile(
+            total=count, groups=(GoroutineGroup(count=count, pcs=(0x1, 0x2), labels=None, frames=serve),)
+        )
+
+    run, fetched = feed_with_stacks(
+        TargetJudge([RULE]), stream(1200, 30, leak(3000)), lambda n: snapshot(100 + 500 * n)
+    )
+    breach = run.breaches[0]
+    assert "parked in net/http.(*conn).serve" in breach.message
+    assert "compare with client load" in breach.message

@@ -93,6 +93,9 @@ def test_next_gc_stands_in_for_a_missing_live_heap_and_says_so() -> None:
         return {"memstats": gc_memstats(i, next_gc=round(2 * (40 * MIB + 20 * MIB * t / 60)))}
 
     run = feed(TargetJudge([RULE]), stream(3600, 30, make))
+    assert run.notes == [
+        "heap-growth: HeapGrowth judges NextGC (the heap goal) halved: the target reports no live-heap figure"
+    ]
     breach = run.breaches[0]
     assert breach.evidence["source"] == "next_gc"
     assert "GOGC=100" in breach.evidence["source_note"]
