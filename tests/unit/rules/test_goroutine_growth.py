@@ -117,7 +117,7 @@ def test_connection_handler_growth_is_flagged_as_load_dependent() -> None:
             total=count, groups=(GoroutineGroup(count=count, pcs=(0x1, 0x2), labels=None, frames=serve),)
         )
 
-    run, fetched = feed_with_stacks(
+    run, _ = feed_with_stacks(
         TargetJudge([RULE]), stream(1200, 30, leak(3000)), lambda n: snapshot(100 + 500 * n)
     )
     breach = run.breaches[0]
