@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -61,8 +62,16 @@ class Run:
         return self.breaches[0].time - start if self.breaches else None
 
 
+def observe(judge: TargetJudge, sample: Sample) -> Judgement:
+    """`judge.observe`, checking what every consumer relies on: evidence that serialises to JSON."""
+    judgement = judge.observe(sample)
+    for breach in judgement.breaches:
+        json.dumps(breach.evidence, allow_nan=False)
+    return judgement
+
+
 def feed(judge: TargetJudge, samples: Iterable[Sample]) -> Run:
-    return Run([(s, judge.observe(s)) for s in samples])
+    return Run([(s, observe(judge, s)) for s in samples])
 
 
 def feed_with_stacks(
@@ -79,7 +88,7 @@ def feed_with_stacks(
             if profile is not None:
                 current = dataclasses.replace(sample, goroutine_profile=profile)
                 fetched += 1
-        judgements.append((current, judge.observe(current)))
+        judgements.append((current, observe(judge, current)))
     return Run(judgements), fetched
 
 
