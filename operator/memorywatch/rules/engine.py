@@ -24,6 +24,9 @@ from memorywatch.rules.threshold import Threshold
 from memorywatch.samples import Sample
 
 DEFAULT_COOLDOWN_SECONDS = 1800.0
+# A rule cooling down asks for no probes (scraping must not hurt the target), except in the last minutes of
+# its cooldown, so that a leak still going on is reported again with fresh stacks.
+PROBE_LEAD_SECONDS = 300.0
 
 _RULES: Mapping[RuleKind, Callable[[RuleSpec], Rule]] = {
     RuleKind.GOROUTINE_GROWTH: GoroutineGrowth,
@@ -152,6 +155,9 @@ class TargetJudge:
         now = self._previous.time + self._interval_seconds
         wanted: set[Probe] = set()
         for rule in self._rules:
+            until = self._cooldown_until.get(rule.spec.name)
+            if until is not None and now < until - PROBE_LEAD_SECONDS:
+                continue
             wanted |= rule.wants(now)
         return frozenset(wanted)
 

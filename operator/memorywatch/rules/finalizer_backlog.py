@@ -94,9 +94,9 @@ class FinalizerBacklog(TrendRule):
         return frozenset()
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
-        del sample
-        stuck = stacks.stuck_finalizer(self.snapshots.items, MIN_STUCK_SPAN_SECONDS)
-        extra: dict[str, Any] = {"mode": self.mode, "stack_snapshots": len(self.snapshots)}
+        recent = self.snapshots.recent(sample.time)
+        stuck = stacks.stuck_finalizer(recent, MIN_STUCK_SPAN_SECONDS)
+        extra: dict[str, Any] = {"mode": self.mode, "stack_snapshots": len(recent)}
         if stuck is not None:
             extra["stuck_finalizer"] = stuck.evidence()
         if self.mode == QUEUE:

@@ -73,10 +73,9 @@ class GoroutineGrowth(TrendRule):
         return frozenset()
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
-        del sample
         message = f"Goroutines {self.growth_phrase(trend)} and never drained"
-        extra: dict[str, Any] = {"stack_snapshots": len(self.snapshots)}
-        items = self.snapshots.items
+        items = self.snapshots.recent(sample.time)
+        extra: dict[str, Any] = {"stack_snapshots": len(items)}
         if len(items) >= 2:
             span = items[-1].time - items[0].time
             extra["stack_span_seconds"] = span

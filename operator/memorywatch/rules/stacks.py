@@ -35,6 +35,10 @@ class Snapshots:
     def items(self) -> tuple[Snapshot, ...]:
         return tuple(self._items)
 
+    def recent(self, now: float) -> tuple[Snapshot, ...]:
+        """The snapshots not older than `max_age_seconds` at `now` (old ones must not vouch for today)."""
+        return tuple(s for s in self._items if s.time >= now - self.max_age_seconds)
+
     @property
     def last_time(self) -> float | None:
         return self._items[-1].time if self._items else None

@@ -136,3 +136,15 @@ def test_wants_is_empty_before_the_first_sample_and_for_healthy_targets() -> Non
     assert judge.wants() == frozenset()
     feed(judge, stream(1800, 30, lambda i, t: {"goroutines": 40 + i % 3}))
     assert Probe.GOROUTINE_STACKS not in judge.wants()
+
+
+def test_a_rule_cooling_down_asks_for_no_stacks_until_just_before_it_ends() -> None:
+    judge = TargetJudge([RULE], default_cooldown_seconds=1800)
+    run, _ = feed_with_stacks(
+        judge, stream(3600, 30, leaking), lambda n: fixture_profile("goroutine_debug1_t0.txt")
+    )
+    fired_at = run.breaches[0].time
+    fetched_at = [s.time for s, _ in run.judgements if s.goroutine_profile is not None]
+    quiet = [t for t in fetched_at if fired_at < t < fired_at + 1800 - 300]
+    assert quiet == []
+    assert any(fired_at + 1800 - 300 <= t <= fired_at + 1800 for t in fetched_at)
