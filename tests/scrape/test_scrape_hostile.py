@@ -419,3 +419,21 @@ async def test_heap_text_in_odd_chunks_or_compressed_by_a_proxy_parses_the_same(
     assert sample.memstats == expected.memstats
     assert sample.heap_live_bytes == expected.live_bytes_estimate
     assert sample.heap_live_objects == expected.live_objects_estimate
+
+
+async def test_targets_that_went_away_leave_no_connection_pools_behind(
+    recorded: Callable[[str], bytes],
+) -> None:
+    limits = Limits(keepalive_expiry_seconds=0.3)
+    async with (
+        RawServer(go_like(recorded, {})) as a,
+        RawServer(go_like(recorded, {})) as b,
+        RawServer(go_like(recorded, {})) as c,
+        Scraper(limits, proc_rss=False) as scraper,
+    ):
+        for server in (a, b, c):
+            await scraper.sample(TargetConfig(server.url))
+        assert scraper.open_origins == 3
+        await asyncio.sleep(0.4)
+        await scraper.sample(TargetConfig(a.url))  # only `a` is still watched
+        assert scraper.open_origins == 1

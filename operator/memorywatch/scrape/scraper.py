@@ -93,7 +93,13 @@ class Scraper:
 
     @property
     def remembered_targets(self) -> int:
+        """How many targets have capability state (bounded by `max_targets`)."""
         return len(self._states)
+
+    @property
+    def open_origins(self) -> int:
+        """How many per-origin connection pools are open; idle ones close after the keep-alive expiry."""
+        return self._pool.origin_count if self._pool is not None else 0
 
     # -- the per-interval sample -------------------------------------------------------------------------
 
@@ -115,7 +121,7 @@ class Scraper:
         )
         jobs: dict[str, Coroutine[Any, Any, object]] = {
             "index": self._index(target),
-            "heap": self._heap(target),
+            "heap": self._heap(target, force_gc=Probe.FRESH_GC in probes),
         }
         if Probe.GOROUTINE_STACKS in probes:
             jobs["goroutines"] = self._goroutines(target)
@@ -215,22 +221,26 @@ class Scraper:
 
         return await self._get(target, path, consume, limit_bytes=self.limits.max_text_bytes)
 
-    async def _heap(self, target: TargetConfig) -> HeapText:
+    async def _heap(self, target: TargetConfig, *, force_gc: bool = False) -> HeapText:
         async def consume(body: transport.Body) -> HeapText:
             parser = HeapTextParser()
             checked = False
-            async for line in body.lines():
-                if not checked and line.strip():
-                    checked = True
-                    if line.lstrip().startswith(("<", "{", "[")):
-                        raise NotAGoTarget(
-                            body.target, body.path, _describe(body.content_type, line.encode())
-                        )
-                parser.feed(line)
+            async for batch in body.line_batches():
+                for raw in batch:
+                    if raw.startswith(b"#\t"):
+                        continue  # a frame line: most of the body, and the parser ignores them anyway
+                    line = transport.decode_line(raw)
+                    if not checked and line.strip():
+                        checked = True
+                        if line.lstrip().startswith(("<", "{", "[")):
+                            raise NotAGoTarget(body.target, body.path, _describe(body.content_type, raw))
+                    parser.feed(line)
             return parser.result()
 
+        # gc=1 runs one runtime.GC() first, so the live heap in the answer is fresh (Probe.FRESH_GC).
+        params = {"debug": 1, "gc": 1} if force_gc else {"debug": 1}
         return await self._get(
-            target, target.pprof("heap"), consume, params={"debug": 1}, limit_bytes=self.limits.max_text_bytes
+            target, target.pprof("heap"), consume, params=params, limit_bytes=self.limits.max_text_bytes
         )
 
     async def _goroutines(self, target: TargetConfig) -> GoroutineProfile:

@@ -1,0 +1,3 @@
+module memorywatch.test/manyports
+
+go 1.22
