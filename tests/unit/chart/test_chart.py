@@ -405,3 +405,19 @@ def test_notes_say_how_to_start_and_where_captures_go(helm: pathlib.Path, tmp_pa
     assert "s3://evidence/prod/<namespace>/<memorywatch>/<pod>/" in notes
     notes = render_notes(helm, tmp_path / "tmp", "store.persistence.enabled=false")
     assert "WARNING, they are lost" in notes
+
+
+def test_readme_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+
+    def undocumented(values: dict[str, Any], prefix: str) -> list[str]:
+        out: list[str] = []
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            if f"`{path}`" in readme:
+                continue  # documented as a whole (e.g. resources)
+            out += undocumented(value, f"{path}.") if isinstance(value, dict) and value else [path]
+        return out
+
+    missing = undocumented(yaml.safe_load((CHART / "values.yaml").read_text()), "")
+    assert not missing, f"charts/memorywatch/README.md does not list: {missing}"
