@@ -15,7 +15,7 @@ from typing import Any
 from memorywatch.api import units
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
-from memorywatch.rules.trend import Trend, assess
+from memorywatch.rules.trend import MIN_POINTS, Trend, assess
 from memorywatch.samples import Sample
 
 INACTIVE = "inactive"
@@ -110,6 +110,7 @@ class TrendRule(Rule):
 
     default_window_seconds = 900.0
     default_min_growth = 0.0
+    min_points = MIN_POINTS
 
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
@@ -175,6 +176,7 @@ class TrendRule(Rule):
             window_seconds=self.window_seconds,
             min_growth=self.min_growth,
             last_value=latest.value if latest is not None else None,
+            min_points=self.min_points,
         )
 
     def _suspicious(self, points: list[Point], trend: Trend | None) -> bool:
@@ -185,7 +187,10 @@ class TrendRule(Rule):
         if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
             return False
         relaxed = assess(
-            points, window_seconds=self.window_seconds, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE
+            points,
+            window_seconds=self.window_seconds,
+            min_growth=self.min_growth * SUSPICION_GROWTH_SHARE,
+            min_points=self.min_points,
         )
         return relaxed.sustained
 

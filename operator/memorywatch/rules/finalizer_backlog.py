@@ -17,8 +17,9 @@ from typing import Any
 
 from memorywatch.rules import stacks
 from memorywatch.rules.base import TrendRule, Verdict
+from memorywatch.rules.gc_points import GcFreshness
 from memorywatch.rules.model import Probe, RuleSpec
-from memorywatch.rules.trend import Trend
+from memorywatch.rules.trend import MIN_GC_POINTS, Trend
 from memorywatch.samples import Sample
 
 # Without the queue metrics, look at the finalizer goroutine routinely even when nothing looks wrong: every
@@ -35,6 +36,7 @@ OBJECTS = "live-objects"
 
 
 class FinalizerBacklog(TrendRule):
+    min_points = MIN_GC_POINTS  # one point per completed GC
     unit = "objects"
     default_window_seconds = 900.0
     default_min_growth = 1000.0
@@ -44,14 +46,23 @@ class FinalizerBacklog(TrendRule):
         self.snapshots = stacks.Snapshots(max_age_seconds=self.window_seconds * 1.25)
         self.mode: str | None = None
         self._last_num_gc: int | None = None
+        # Probe spacing scales down with short windows, so a short window still sees the finalizer in time.
+        self.routine_probe_seconds = min(ROUTINE_PROBE_SECONDS, self.window_seconds / 2)
+        self.idle_probe_seconds = min(IDLE_PROBE_SECONDS, self.window_seconds * 2)
+        self.suspicious_probe_seconds = min(SUSPICIOUS_PROBE_SECONDS, self.window_seconds / 4)
+        self.min_stuck_span_seconds = min(MIN_STUCK_SPAN_SECONDS, self.window_seconds / 4)
+        # A live-object count has no byte unit; ask for a fresh GC point whenever HeapAlloc grew at all.
+        self.freshness = GcFreshness(self.window_seconds, 0.0)
 
     def reset(self) -> None:
         super().reset()
         self.snapshots.clear()
         self.mode = None
         self._last_num_gc = None
+        self.freshness.reset()
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        self.freshness.observe(sample)
         if sample.goroutine_profile is not None:
             self.snapshots.add(sample.time, sample.goroutine_profile)
         return self.judge(sample, started_at=started_at)
@@ -85,17 +96,20 @@ class FinalizerBacklog(TrendRule):
             return frozenset()
         last = self.snapshots.last_time
         since = float("inf") if last is None else now - last
-        if self.suspicious and since >= SUSPICIOUS_PROBE_SECONDS:
-            return frozenset({Probe.GOROUTINE_STACKS})
-        if self.mode == OBJECTS:
+        wanted: set[Probe] = set()
+        if self.mode == OBJECTS and self.freshness.wants_fresh_gc(now):
+            wanted.add(Probe.FRESH_GC)
+        if self.suspicious and since >= self.suspicious_probe_seconds:
+            wanted.add(Probe.GOROUTINE_STACKS)
+        elif self.mode == OBJECTS:
             rising = self.last_trend is not None and self.last_trend.slope_per_second > 0
-            if since >= (ROUTINE_PROBE_SECONDS if rising else IDLE_PROBE_SECONDS):
-                return frozenset({Probe.GOROUTINE_STACKS})
-        return frozenset()
+            if since >= (self.routine_probe_seconds if rising else self.idle_probe_seconds):
+                wanted.add(Probe.GOROUTINE_STACKS)
+        return frozenset(wanted)
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         recent = self.snapshots.recent(sample.time)
-        stuck = stacks.stuck_finalizer(recent, MIN_STUCK_SPAN_SECONDS)
+        stuck = stacks.stuck_finalizer(recent, self.min_stuck_span_seconds)
         extra: dict[str, Any] = {"mode": self.mode, "stack_snapshots": len(recent)}
         if stuck is not None:
             extra["stuck_finalizer"] = stuck.evidence()

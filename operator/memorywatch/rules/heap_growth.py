@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from memorywatch.rules.base import TrendRule, Verdict
-from memorywatch.rules.model import RuleSpec
-from memorywatch.rules.trend import Trend
+from memorywatch.rules.gc_points import GcFreshness
+from memorywatch.rules.model import Probe, RuleSpec
+from memorywatch.rules.trend import MIN_GC_POINTS, Trend
 from memorywatch.samples import Sample
 
 # Live heap ≈ NextGC / (1 + GOGC/100); GOGC is not visible from outside, 100 is the default.
@@ -22,6 +23,7 @@ NEXT_GC_PER_LIVE_BYTE = 2.0
 
 
 class HeapGrowth(TrendRule):
+    min_points = MIN_GC_POINTS  # one point per completed GC
     unit = "bytes"
     default_window_seconds = 1800.0
     default_min_growth = 256 * 2**20
@@ -30,14 +32,20 @@ class HeapGrowth(TrendRule):
         super().__init__(spec)
         self._last_num_gc: int | None = None
         self.source: str | None = None
+        self.freshness = GcFreshness(self.window_seconds, self.min_growth)
 
     def reset(self) -> None:
         super().reset()
         self._last_num_gc = None
         self.source = None
+        self.freshness.reset()
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
+        self.freshness.observe(sample)
         return self.judge(sample, started_at=started_at)
+
+    def wants(self, now: float) -> frozenset[Probe]:
+        return frozenset({Probe.FRESH_GC}) if self.freshness.wants_fresh_gc(now) else frozenset()
 
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
         memstats = sample.memstats

@@ -21,6 +21,9 @@ class Probe(enum.StrEnum):
     """Extra data a rule asks the scraper to fetch on the next scrape, because something already looks suspicious."""
 
     GOROUTINE_STACKS = "goroutine-stacks"  # goroutine?debug=1
+    # heap?debug=1&gc=1: one forced GC, so a rule judging GC points gets a fresh one. Asked only when the
+    # runtime has not collected for a tenth of the rule's window while the heap grew (see gc_points.py).
+    FRESH_GC = "fresh-gc"
 
 
 @dataclasses.dataclass(frozen=True)

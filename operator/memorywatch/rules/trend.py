@@ -23,6 +23,9 @@ from typing import Any
 from memorywatch.rules.series import Point
 
 MIN_POINTS = 8
+# Series measured at GC points get one point per completed GC; with the fresh-GC probe (gc_points.py) a
+# window holds about ten of them, so they are judged from six.
+MIN_GC_POINTS = 6
 # Pairwise statistics are O(n²): judge at most this many evenly spaced points (the floors use all of them).
 MAX_PAIRWISE_POINTS = 64
 FLOOR_RISE_FRACTION = 0.5
@@ -146,6 +149,7 @@ def assess(
     window_seconds: float,
     min_growth: float,
     last_value: float | None = None,
+    min_points: int = MIN_POINTS,
 ) -> Trend:
     """Judge `points` (oldest first, all inside one window) for sustained growth of at least `min_growth`
     per `window_seconds`. `last_value` overrides the newest point's value in the evidence (the raw latest)."""
@@ -181,7 +185,7 @@ def assess(
     middle = points[0].time + span / 2
     recent = [point for point in points if point.time >= middle]
     recent_slope = theil_sen_slope(recent) if len(recent) >= 3 else slope
-    reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage)
+    reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage, min_points)
     if not reason and recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
         reason = "growth stopped: the newest half of the window is (almost) flat"
     tau: float | None = None
@@ -217,10 +221,11 @@ def _why_not(
     floors: tuple[float, ...],
     floor_rise: float,
     coverage: float,
+    min_points: int = MIN_POINTS,
 ) -> str:
     """Empty when rate and floors pass, else the first test that failed, in plain words."""
-    if n < MIN_POINTS:
-        return f"too few points ({n} < {MIN_POINTS})"
+    if n < min_points:
+        return f"too few points ({n} < {min_points})"
     if growth < min_growth:
         return "growth below the minimum"
     if floor_rise < FLOOR_RISE_FRACTION * min_growth * coverage:

@@ -1,0 +1,213 @@
+"""The per-target loop: sample on an interval, judge, capture on a breach; many targets on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from memorywatch.engine.capture import Baseline, CaptureRequest, capture, take_baseline
+from memorywatch.engine.events import (
+    BreachEvent,
+    CaptureEvent,
+    CaptureFailedEvent,
+    Event,
+    NoteEvent,
+    SampleEvent,
+    ScrapeFailedEvent,
+)
+from memorywatch.rules.engine import TargetJudge
+from memorywatch.rules.model import RuleKind, RuleSpec
+from memorywatch.samples import Sample
+from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
+from memorywatch.store import CaptureStore, StoreError
+
+log = logging.getLogger(__name__)
+
+RECENT_SAMPLES = 240
+SPECIFICITY = (
+    RuleKind.FINALIZER_BACKLOG,
+    RuleKind.GOROUTINE_GROWTH,
+    RuleKind.NON_HEAP_GROWTH,
+    RuleKind.HEAP_GROWTH,
+    RuleKind.MEMORY_LIMIT,
+    RuleKind.THRESHOLD,
+)  # enough for the manifest's MemStats series; bounded per target
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchSettings:
+    """How one watch behaves. Times are seconds."""
+
+    interval_seconds: float = 15.0
+    duration_seconds: float | None = None
+    profiles: Sequence[str] = ("heap", "goroutine", "goroutine-stacks")
+    cooldown_seconds: float = 1800.0
+    exit_on_breach: bool = False
+    namespace: str = "local"
+    memorywatch: str = "watch"
+    limit_bytes: int | None = None
+    cpu_seconds: int = 10
+
+
+@dataclasses.dataclass
+class _TargetState:
+    target: TargetConfig
+    judge: TargetJudge
+    recent: collections.deque[Sample]
+    baseline: Baseline | None = None
+    baseline_task: asyncio.Task[Baseline] | None = None
+    capture_task: asyncio.Task[None] | None = None
+    failures: int = 0
+
+
+class Watcher:
+    """Watches targets until the duration ends, `stop()` is called, or (with exit_on_breach) a capture lands."""
+
+    def __init__(
+        self,
+        targets: Sequence[TargetConfig],
+        rules: Sequence[RuleSpec],
+        store: CaptureStore,
+        scraper: Scraper,
+        settings: WatchSettings,
+        on_event: Callable[[Event], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._scraper = scraper
+        self._emit = on_event
+        self._clock = clock
+        self._stop = asyncio.Event()
+        self.breach_captured = False
+        self._states = [
+            _TargetState(
+                target=t,
+                judge=TargetJudge(rules, default_cooldown_seconds=settings.cooldown_seconds),
+                recent=collections.deque(maxlen=RECENT_SAMPLES),
+            )
+            for t in targets
+        ]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loops = [
+            asyncio.create_task(self._loop(s), name=f"watch {s.target.display_name}") for s in self._states
+        ]
+        try:
+            if self._settings.duration_seconds is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self._settings.duration_seconds)
+            else:
+                await self._stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            pending = [s.capture_task for s in self._states if s.capture_task and not s.capture_task.done()]
+            # A capture under way is finished, not abandoned: evidence is never lost to a shutdown.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            for s in self._states:
+                if s.baseline_task and not s.baseline_task.done():
+                    s.baseline_task.cancel()
+
+    async def _loop(self, state: _TargetState) -> None:
+        interval = self._settings.interval_seconds
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            await self._tick(state)
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # a slow scrape: skip missed ticks instead of bursting to catch up
+                next_at = time.monotonic()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _tick(self, state: _TargetState) -> None:
+        name = state.target.display_name
+        try:
+            sample = await self._scraper.sample(state.target, probes=state.judge.wants(), now=self._clock)
+        except ScrapeError as e:
+            state.failures += 1
+            # Aggregated: the first failure, then every tenth, so a dead target does not flood the output.
+            if state.failures == 1 or state.failures % 10 == 0:
+                self._emit(ScrapeFailedEvent(name, self._clock(), str(e), type(e).__name__, state.failures))
+            return
+        if state.failures:
+            self._emit(NoteEvent(name, sample.time, f"scrapes recovered after {state.failures} failure(s)"))
+            state.failures = 0
+        if self._settings.limit_bytes is not None and sample.limit_bytes is None:
+            sample = dataclasses.replace(sample, limit_bytes=self._settings.limit_bytes)
+        judgement = state.judge.observe(sample)
+        if judgement.restarted:
+            self._emit(
+                NoteEvent(
+                    name, sample.time, "the target restarted (its counters went back); trends start again"
+                )
+            )
+            state.recent.clear()
+            state.baseline = None
+            state.baseline_task = None
+        state.recent.append(sample)
+        self._ensure_baseline(state, sample.time)
+        self._emit(SampleEvent(name, sample, state.judge.status()))
+        if not judgement.breaches:
+            return
+        for breach in judgement.breaches:
+            self._emit(BreachEvent(name, breach))
+        # The most specific verdict names the capture: a blocked finalizer explains the heap growth it causes.
+        breaches = sorted(judgement.breaches, key=lambda b: SPECIFICITY.index(b.kind))
+        if state.capture_task and not state.capture_task.done():
+            self._emit(
+                NoteEvent(
+                    name,
+                    sample.time,
+                    "a capture is already under way; this breach is recorded in events only",
+                )
+            )
+            return
+        req = CaptureRequest(
+            namespace=self._settings.namespace,
+            memorywatch=self._settings.memorywatch,
+            pod=state.target.name or f"{state.target.host}_{state.target.port}",
+            target=state.target,
+            breaches=breaches,
+            profiles=self._settings.profiles,
+            recent=list(state.recent),
+            baseline=state.baseline,
+            cpu_seconds=self._settings.cpu_seconds,
+        )
+        state.capture_task = asyncio.create_task(self._capture(name, req))
+
+    def _ensure_baseline(self, state: _TargetState, now: float) -> None:
+        if state.baseline is not None:
+            return
+        task = state.baseline_task
+        if task is None:
+            state.baseline_task = asyncio.create_task(take_baseline(self._scraper, state.target, now))
+        elif task.done() and not task.cancelled() and task.exception() is None:
+            state.baseline = task.result()
+
+    async def _capture(self, name: str, req: CaptureRequest) -> None:
+        now = self._clock()
+        try:
+            result = await capture(self._scraper, self._store, req, now)
+        except StoreError as e:
+            self._emit(CaptureFailedEvent(name, now, req.breaches[0].rule, str(e)))
+            return
+        self._emit(
+            CaptureEvent(
+                name, now, req.breaches[0].rule, result.location, result.files, result.summary, result.errors
+            )
+        )
+        if self._settings.exit_on_breach:
+            self.breach_captured = True
+            self._stop.set()
