@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from memorywatch.pprof.errors import NotPprofIndex, ProfileTooLarge, snippet
+from memorywatch.pprof.errors import NotPprofIndex, ProfileTooLarge
 from memorywatch.pprof.expvar import ExpvarSnapshot, parse_expvar
 from memorywatch.pprof.goroutines import GoroutineProfile, parse_goroutine_debug1
 from memorywatch.pprof.heap_text import HeapText, HeapTextParser
@@ -30,11 +30,12 @@ from memorywatch.scrape.errors import (
     ScrapeTimeout,
     TargetUnreachable,
 )
+from memorywatch.scrape.pool import ClientPool
+from memorywatch.scrape.sniff import describe_body, foreign_body_description
 
 log = logging.getLogger(__name__)
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_TITLE = re.compile(rb"<title[^>]*>(.{0,120}?)</title>", re.IGNORECASE | re.DOTALL)
 
 RssPreference = Literal["prometheus", "proc", "maxrss"]
 
@@ -65,19 +66,31 @@ class Scraper:
     `proc_rss` reads the current RSS of loopback targets from /proc (Linux; see procrss), preferred over
     MaxRSS but not over the target's own Prometheus figure. `max_targets` bounds the remembered state; the
     least recently scraped target is forgotten first (it is simply probed again if it comes back).
+
+    `max_concurrent_samples` bounds the samples in flight at once; the rest wait their turn before their
+    timeouts start. Without it, a thousand targets started together (or all retried together after an
+    outage) stream a thousand bodies at once: memory spikes and every scrape slows towards its total
+    timeout, so they fail together and are retried together. One core does ~100-150 samples/s, so 64 in
+    flight keep it busy while the network waits.
     """
 
     def __init__(
-        self, limits: Limits | None = None, *, proc_rss: bool = True, max_targets: int = 100_000
+        self,
+        limits: Limits | None = None,
+        *,
+        proc_rss: bool = True,
+        max_targets: int = 100_000,
+        max_concurrent_samples: int = 64,
     ) -> None:
         self.limits = limits or Limits()
+        self._sample_slots = asyncio.Semaphore(max_concurrent_samples)
         self._proc_rss = proc_rss
         self._max_targets = max_targets
-        self._pool: transport.ClientPool | None = None
+        self._pool: ClientPool | None = None
         self._states: collections.OrderedDict[TargetConfig, _TargetState] = collections.OrderedDict()
 
     async def __aenter__(self) -> Scraper:
-        self._pool = transport.ClientPool(self.limits)
+        self._pool = ClientPool(self.limits)
         return self
 
     async def __aexit__(
@@ -113,6 +126,12 @@ class Scraper:
         """Index page (goroutine count) and streamed heap?debug=1 (MemStats, live heap) concurrently, plus
         /metrics when the target offers it and goroutine?debug=1 when `Probe.GOROUTINE_STACKS` is asked.
         Raises exactly one ScrapeError subclass on failure."""
+        async with self._sample_slots:
+            return await self._sample(target, probes, now)
+
+    async def _sample(
+        self, target: TargetConfig, probes: frozenset[Probe], now: Callable[[], float]
+    ) -> Sample:
         state = self._state(target)
         started = now()
         ask_metrics = target.metrics_path is not None and (
@@ -211,13 +230,13 @@ class Scraper:
 
         async def consume(body: transport.Body) -> dict[str, int]:
             data = await body.read()
-            seen = _foreign(body.content_type, data)
+            seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
             try:
                 return parse_index(data.decode("utf-8", "replace"))
             except NotPprofIndex:
-                raise NotAGoTarget(body.target, body.path, _describe(body.content_type, data)) from None
+                raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, data)) from None
 
         return await self._get(target, path, consume, limit_bytes=self.limits.max_text_bytes)
 
@@ -233,7 +252,7 @@ class Scraper:
                     if not checked and line.strip():
                         checked = True
                         if line.lstrip().startswith(("<", "{", "[")):
-                            raise NotAGoTarget(body.target, body.path, _describe(body.content_type, raw))
+                            raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, raw))
                     parser.feed(line)
             return parser.result()
 
@@ -246,7 +265,7 @@ class Scraper:
     async def _goroutines(self, target: TargetConfig) -> GoroutineProfile:
         async def consume(body: transport.Body) -> GoroutineProfile:
             data = await body.read()
-            seen = _foreign(body.content_type, data)
+            seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
             return parse_goroutine_debug1(data.decode("utf-8", "replace"))
@@ -264,7 +283,7 @@ class Scraper:
 
         async def consume(body: transport.Body) -> PromSnapshot:
             data = await body.read()
-            seen = _foreign(body.content_type, data)
+            seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
             return parse_prometheus_text(data.decode("utf-8", "replace"))
@@ -296,7 +315,7 @@ class Scraper:
 
         async def consume(body: transport.Body) -> bytes:
             data = await body.read()
-            seen = _foreign(body.content_type, data)
+            seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
             try:
@@ -335,7 +354,7 @@ class Scraper:
 
         async def consume(body: transport.Body) -> TextCapture:
             data = await body.read()
-            seen = _foreign(body.content_type, data)
+            seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
             return TextCapture(data=data, truncated=body.truncated, limit_bytes=limit)
@@ -356,7 +375,7 @@ class Scraper:
         async def consume(body: transport.Body) -> ExpvarSnapshot:
             data = await body.read()
             if body.content_type == "text/html" or data.lstrip().startswith(b"<"):
-                raise NotAGoTarget(body.target, body.path, _describe(body.content_type, data))
+                raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, data))
             return parse_expvar(data)
 
         return await self._get(target, target.expvar_path, consume, limit_bytes=self.limits.max_text_bytes)
@@ -387,24 +406,3 @@ class Scraper:
             truncate_at_cap=truncate_at_cap,
             extra_seconds=extra_seconds,
         )
-
-
-def _foreign(content_type: str, data: bytes) -> str | None:
-    """A description of `data` if it is plainly an HTML page or a JSON document rather than Go's output."""
-    head = data[:64].lstrip()
-    if content_type in ("application/json", "text/html") or head.startswith((b"<!", b"<html", b"{", b"[{")):
-        if b"debug=1" in data[:65536] and content_type == "text/html":
-            return None  # the pprof index page is HTML; let the index parser judge it
-        return _describe(content_type, data)
-    return None
-
-
-def _describe(content_type: str, data: bytes) -> str:
-    """What a foreign body was, in a few words: its type and its title or first characters."""
-    kind = content_type or "no Content-Type"
-    title = _TITLE.search(data[:65536])
-    if title is not None:
-        return f"an HTML page ({kind}) titled {snippet(title.group(1))}"
-    if content_type == "application/json" or data.lstrip().startswith((b"{", b"[")):
-        return f"a JSON document ({kind}) starting {snippet(data)}"
-    return f"{kind} starting {snippet(data)}"
