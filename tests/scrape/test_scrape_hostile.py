@@ -437,3 +437,25 @@ async def test_targets_that_went_away_leave_no_connection_pools_behind(
         await asyncio.sleep(0.4)
         await scraper.sample(TargetConfig(a.url))  # only `a` is still watched
         assert scraper.open_origins == 1
+
+
+async def test_samples_in_flight_are_bounded(recorded: Callable[[str], bytes]) -> None:
+    in_flight = 0
+    most = 0
+
+    async def slow_index(request: Request, writer: asyncio.StreamWriter) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        await respond(writer, 200, recorded("index.html"), content_type="text/html; charset=utf-8")
+
+    async with (
+        RawServer(go_like(recorded, {"/debug/pprof/": slow_index})) as server,
+        Scraper(proc_rss=False, max_concurrent_samples=3) as scraper,
+    ):
+        targets = [TargetConfig(server.url, name=f"t{i}") for i in range(12)]
+        samples = await asyncio.gather(*(scraper.sample(t) for t in targets))
+    assert [s.target for s in samples] == [f"t{i}" for i in range(12)]
+    assert most == 3  # all twelve were asked for at once; never more than three hit the targets together

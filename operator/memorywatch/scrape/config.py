@@ -141,8 +141,9 @@ class Limits:
       the scraper keeps what it read and marks it truncated, because partial stacks are still evidence.
 
     Pool sizing (not per request):
-    - `max_connections=1024`: open connections across all targets. A sample uses up to 3 at once per
-      target; more concurrent requests than this wait for a free connection (inside the total timeout).
+    - `max_connections_per_target=8`: connections open to one target (origin). A sample uses up to 3 at
+      once, a capture a few more; further requests wait for a free one (inside the total timeout) rather
+      than open ever more sockets to one pod.
     - `keepalive_expiry_seconds=75`: longer than the usual interval (30 s) so each target's connection
       is reused between scrapes instead of reconnecting every time.
     - `metrics_reprobe_seconds=600`: how long a target without /metrics goes before it is asked again.
@@ -156,7 +157,7 @@ class Limits:
     max_decompressed_bytes: int = 512 * MiB
     cpu_profile_seconds: int = 10
     max_stacks_bytes: int = 64 * MiB
-    max_connections: int = 1024
+    max_connections_per_target: int = 8
     keepalive_expiry_seconds: float = 75.0
     metrics_reprobe_seconds: float = 600.0
 

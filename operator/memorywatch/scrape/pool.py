@@ -63,11 +63,6 @@ class ClientPool:
             await client.aclose()
 
 
-# Per origin: a sample opens up to 3 requests at once, a capture a few more; more than this queue up
-# (inside the total timeout) rather than open ever more sockets to one pod.
-_CONNECTIONS_PER_ORIGIN = 8
-
-
 class OriginRouter(httpx.AsyncBaseTransport):
     """Routes each request to a small HTTP/1.1 connection pool of its own origin.
 
@@ -100,8 +95,8 @@ class OriginRouter(httpx.AsyncBaseTransport):
                 http1=True,
                 http2=False,
                 limits=httpx.Limits(
-                    max_connections=_CONNECTIONS_PER_ORIGIN,
-                    max_keepalive_connections=_CONNECTIONS_PER_ORIGIN,
+                    max_connections=self._limits.max_connections_per_target,
+                    max_keepalive_connections=self._limits.max_connections_per_target,
                     keepalive_expiry=self._limits.keepalive_expiry_seconds,
                 ),
             )
