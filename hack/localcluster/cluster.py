@@ -486,6 +486,25 @@ def bootstrap_objects(cfg: Config) -> None:
     api.close()
 
 
+def delete_node_leases(cfg: Config) -> None:
+    """A new kwok cannot take over the node leases a previous (dead) kwok held until they expire (40 s), and
+    does not manage the nodes' pods until it holds them: delete stale leases before (re)starting kwok."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = api_client(cfg)
+    coord = client.CoordinationV1Api(api)
+    try:
+        for i in range(cfg.nodes):
+            try:
+                coord.delete_namespaced_lease(NODE_NAME.format(i=i), "kube-node-lease")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+    finally:
+        api.close()
+
+
 def cluster_ready(cfg: Config) -> bool:
     from kubernetes import client
 
@@ -499,6 +518,14 @@ def cluster_ready(cfg: Config) -> bool:
         ]  # fmt: skip
         if len(ready) < cfg.nodes:
             return False
+        # kwok manages a node's pods only while it holds the node's lease
+        coord = client.CoordinationV1Api(api)
+        now = datetime.datetime.now(datetime.UTC)
+        for i in range(cfg.nodes):
+            lease = coord.read_namespaced_lease(NODE_NAME.format(i=i), "kube-node-lease")
+            renewed = lease.spec.renew_time
+            if renewed is None or (now - renewed).total_seconds() > (lease.spec.lease_duration_seconds or 40):
+                return False
         core.read_namespaced_service_account("default", "default")
         return True
     finally:
@@ -538,6 +565,8 @@ def up(binaries: dict[str, str]) -> Config:
     bootstrap_objects(cfg)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "s3", "pod-runner"):
         if not component_pid(cfg, name):
+            if name == "kwok":
+                delete_node_leases(cfg)
             start_component(cfg, name)
             started.append(name)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "s3", "pod-runner"):

@@ -75,6 +75,18 @@ def environ_has(pid: int, key: str, value: str) -> bool:
     return f"{key}={value}".encode() in data.split(b"\0")
 
 
+def environ_get(pid: int, key: str) -> str | None:
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{key}=".encode()
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return [

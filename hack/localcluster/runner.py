@@ -332,14 +332,15 @@ class Runner:
         base = self.base_env(run)
         env = self.container_env(pod, spec, base)
         mounts = self.mounts(run, spec)
-        mapping = mapping_for(env)
+        mount_env = {f"MW_MOUNT_{sanitize_mount_path(mp)}": str(local) for mp, local in mounts.items()}
+        # the container's env first (as a kubelet), then MW_MOUNT_* so args can say $(MW_MOUNT_DATA)
+        mapping = mapping_for(env, mount_env)
         command = [expand(x, mapping) for x in spec.get("command") or []]
         args = [expand(x, mapping) for x in spec.get("args") or []]
         env = {k: rewrite_mount_paths(v, mounts) for k, v in env.items()}
         command = [rewrite_mount_paths(x, mounts) for x in command]
         args = [rewrite_mount_paths(x, mounts) for x in args]
-        for mount_path, local in mounts.items():
-            env[f"MW_MOUNT_{sanitize_mount_path(mount_path)}"] = str(local)
+        env.update(mount_env)
         full_env = {**base, **env}
         full_env[procs.MARKER] = self.cfg.dir
         full_env["MW_POD_UID"] = run.uid
@@ -681,9 +682,18 @@ class Runner:
 
     # ---- main ----------------------------------------------------------------------------------------
 
+    def kill_orphans(self) -> None:
+        """Pod processes a previous runner of this cluster left behind (it crashed or was SIGKILLed): stop them,
+        so the pods' new processes can bind their pod IPs."""
+        orphans = [p for p in procs.marked_pids(self.cfg.dir) if procs.environ_get(p, "MW_POD_UID")]
+        if orphans:
+            log(f"stopping {len(orphans)} pod process(es) left by a previous runner: {orphans}")
+            procs.stop(orphans, grace=5)
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        self.kill_orphans()
         t = threading.Thread(target=self.watch_loop, name="watch", daemon=True)
         t.start()
         while not self.stop_event.is_set():

@@ -43,7 +43,7 @@ from e2e_harness import (
 def cluster() -> Iterator[Cluster]:
     before = run_hack("status", "--json", timeout=60)
     was_running = before.returncode == 0
-    # First use builds the tools (several minutes on 2 cores), then the cluster starts in ~20 s.
+    # First use builds the tools (several minutes on 2 cores), then the cluster starts in ~10 s.
     up = run_hack("up", timeout=3600)
     if up.returncode != 0:
         pytest.fail(

@@ -330,3 +330,51 @@ def test_s3_needs_credentials(cluster: Cluster) -> None:
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     for c in (good, anonymous, wrong):
         c.close()
+
+
+def test_pvc_binds_to_a_host_path_the_process_writes_to(cluster: Cluster, namespace: str, core: Any) -> None:
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "writer"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "w",
+                        "image": "memorywatch.test/shell:dev",
+                        # $(MW_MOUNT_DATA) is expanded by the runner; "$MW_MOUNT_DATA" by the shell
+                        "command": [
+                            "/bin/sh",
+                            "-c",
+                            'echo "from $(POD_NAME)" > "$MW_MOUNT_DATA/hello.txt"; sleep 600',
+                        ],
+                        "env": [
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+                        ],
+                        "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+        },
+    )
+    pvc = wait_until(
+        lambda: (
+            (p := core.read_namespaced_persistent_volume_claim("data", namespace)).status.phase == "Bound"
+            and p
+        ),
+        30,
+        "the claim to be Bound by the host-path provisioner",
+    )
+    pv = core.read_persistent_volume(pvc.spec.volume_name)
+    hello = Path(pv.spec.host_path.path) / "hello.txt"
+    wait_until(
+        lambda: hello.exists() and hello.read_text() == "from writer\n", 30, f"{hello} written by the pod"
+    )

@@ -1,0 +1,110 @@
+"""hack/local-cluster's own contract, on a second cluster (own directory, own ports) so the session cluster
+is left alone: `up` is idempotent and prints the kubeconfig last, `status` reports every component, and
+`down` leaves no process behind, pod processes included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_harness import HACK, exists, pid_alive, wait_until
+
+pytestmark = pytest.mark.e2e
+
+PORT_OFFSET = 1000  # the defaults are 26xxx; this cluster uses 27xxx
+PORTS = {"ETCD": 26379, "ETCD_PEER": 26380, "APISERVER": 26443, "CONTROLLER_MANAGER": 26257,
+         "SCHEDULER": 26259, "KWOK": 26250, "S3": 26900}  # fmt: skip
+
+
+def marked_pids(cluster_dir: Path) -> list[int]:
+    """Live processes started for this cluster (they all carry MW_CLUSTER_DIR=<dir> in their environment)."""
+    marker = f"MW_CLUSTER_DIR={cluster_dir}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in env and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def test_up_status_down_on_a_second_cluster(tmp_path: Path, cluster: Any) -> None:
+    # `cluster` first: the session cluster's `up` has built the tools, so this one only starts processes.
+    cdir = tmp_path / "second-cluster"
+    env = {**os.environ, "MEMORYWATCH_CLUSTER_DIR": str(cdir), "MW_NODES": "1"}
+    env.update({f"MW_{k}_PORT": str(v + PORT_OFFSET) for k, v in PORTS.items()})
+
+    def hack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(HACK / "local-cluster"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    try:
+        up = hack("up")
+        assert up.returncode == 0, up.stderr
+        kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+        assert kubeconfig == cdir / "kubeconfig" and kubeconfig.is_file()
+
+        t0 = time.monotonic()
+        again = hack("up")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip().splitlines()[-1] == str(kubeconfig)
+        assert "already running" in again.stderr
+        assert time.monotonic() - t0 < 15
+
+        st = hack("status", "--json")
+        assert st.returncode == 0, st.stdout + st.stderr
+        info = json.loads(st.stdout)
+        assert info["api_server"] == f"https://127.0.0.1:{26443 + PORT_OFFSET}"
+        assert info["s3_endpoint"] == f"http://127.0.0.1:{26900 + PORT_OFFSET}"
+        names = [c["component"] for c in info["components"]]
+        assert names == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "s3",
+                         "pod-runner"]  # fmt: skip
+        for c in info["components"]:
+            assert c["alive"] and pid_alive(c["pid"]) and Path(c["log"]).is_file(), c
+        human = hack("status")
+        assert all(n in human.stdout for n in names)
+
+        # a pod whose process is a shell that starts a child of its own: down must stop both
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        core = client.CoreV1Api(api)
+        wait_until(
+            lambda: exists(lambda: core.read_namespaced_service_account("default", "default")), 30, "SA"
+        )
+        core.create_namespaced_pod("default", {
+            "metadata": {"name": "sleeper"},
+            "spec": {"containers": [{"name": "s", "image": "x",
+                                     "command": ["/bin/sh", "-c", "sleep 3000 & sleep 3000; wait"]}]},
+        })  # fmt: skip
+        status_file = cdir / "pods" / "default" / "sleeper" / "status.json"
+        wait_until(lambda: status_file.exists() and json.loads(status_file.read_text())["containers"]["s"]["pid"],
+                   60, "the sleeper pod's process")  # fmt: skip
+        api.close()
+        component_pids = {c["pid"] for c in info["components"]}
+        assert len(set(marked_pids(cdir)) - component_pids) >= 3  # sh + two sleeps
+
+        down = hack("down")
+        assert down.returncode == 0, down.stderr
+        assert marked_pids(cdir) == []
+        assert not any(pid_alive(p) for p in component_pids)
+        st = hack("status", "--json")
+        assert st.returncode != 0
+        assert not any(c["alive"] for c in json.loads(st.stdout)["components"])
+    finally:
+        hack("down")
