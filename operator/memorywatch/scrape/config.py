@@ -60,6 +60,13 @@ class TargetConfig:
             )
         if self.tls is not None and parts.scheme != "https":
             raise ValueError(f"TLS settings given for a plain http:// target: {redact_url(self.url)!r}")
+        if self.bearer_token is not None and (
+            not self.bearer_token or any(c.isspace() or not c.isprintable() for c in self.bearer_token)
+        ):
+            # Checked here, because an HTTP library refusing the header would quote it in its error.
+            raise ValueError(
+                "bearer_token must be non-empty printable text without whitespace (value not shown)"
+            )
         paths = (
             ("pprof_path", self.pprof_path),
             ("metrics_path", self.metrics_path),

@@ -202,7 +202,9 @@ async def get(
     except PprofError as exc:
         raise MalformedResponse(name, shown_path, str(exc)) from exc
     except httpx.HTTPError as exc:
-        raise _translate(exc, name, shown_path, limits, extra_seconds) from None
+        raise _translate(exc, name, shown_path, limits, extra_seconds, target.bearer_token) from None
+    except ssl.SSLError as exc:
+        raise TLSFailure(name, shown_path, f"TLS failed: {_describe_ssl(exc)}") from None
     except OSError as exc:  # e.g. too many open files while connecting
         raise TargetUnreachable(name, shown_path, f"{type(exc).__name__}: {exc}") from None
 
@@ -250,7 +252,7 @@ def sanitize_excerpt(data: bytes, token: str | None) -> str:
 
 
 def _translate(
-    exc: httpx.HTTPError, name: str, path: str, limits: Limits, extra_seconds: float
+    exc: httpx.HTTPError, name: str, path: str, limits: Limits, extra_seconds: float, token: str | None
 ) -> ScrapeError:
     if isinstance(exc, httpx.ConnectTimeout):
         return ScrapeTimeout(name, path, "connect", limits.connect_timeout_seconds)
@@ -266,11 +268,12 @@ def _translate(
         if "WRONG_VERSION_NUMBER" in str(ssl_error) or "wrong version number" in str(ssl_error):
             detail += "; the target seems to serve plain HTTP, use http://"
         return TLSFailure(name, path, detail)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return TargetUnreachable(
-            name, path, f"the connection broke or the peer does not speak HTTP/1.1: {exc}"
-        )
+    # httpx/h11 messages may quote a header value, and the Authorization header holds the token.
     message = str(exc) or type(exc).__name__
+    if token:
+        message = message.replace(token, "[redacted]")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        message = f"the connection broke or the peer does not speak HTTP/1.1: {message}"
     return TargetUnreachable(name, path, message)
 
 

@@ -110,3 +110,10 @@ def test_body_excerpts_are_one_short_clean_line_without_the_token() -> None:
     assert "\x1b" not in excerpt and "\n" not in excerpt and TOKEN not in excerpt
     assert len(excerpt) <= 200
     assert sanitize_excerpt(b"\xff\xfe broken utf-8", None).endswith("broken utf-8")
+
+
+@pytest.mark.parametrize("token", ["", "two words", "line\nbreak", "tab\there"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_being_shown(token: str) -> None:
+    with pytest.raises(ValueError, match="value not shown") as caught:
+        TargetConfig("http://127.0.0.1:1", bearer_token=token)
+    assert not token or token not in str(caught.value)
