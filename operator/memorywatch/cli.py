@@ -219,7 +219,9 @@ def _watch(args: argparse.Namespace) -> int:
 
     async def go() -> bool:
         async with Scraper() as scraper:
-            watcher = Watcher(targets, rules, store, scraper, settings, renderer)
+            watcher = Watcher(rules, store, scraper, settings, renderer)
+            for target in targets:
+                watcher.add_target(target.display_name, target)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, watcher.stop)

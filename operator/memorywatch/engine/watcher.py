@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from memorywatch.engine.capture import Baseline, CaptureRequest, capture, take_baseline
 from memorywatch.engine.events import (
@@ -56,21 +56,25 @@ class WatchSettings:
 
 @dataclasses.dataclass
 class _TargetState:
+    key: str
+    pod: str
     target: TargetConfig
     judge: TargetJudge
     recent: collections.deque[Sample]
     baseline: Baseline | None = None
     baseline_task: asyncio.Task[Baseline] | None = None
     capture_task: asyncio.Task[None] | None = None
+    loop_task: asyncio.Task[None] | None = None
     failures: int = 0
 
 
 class Watcher:
-    """Watches targets until the duration ends, `stop()` is called, or (with exit_on_breach) a capture lands."""
+    """Watches a changing set of targets until the duration ends, `stop()` is called, or (with exit_on_breach)
+    a capture lands. Each target has its own loop on the one event loop; `add_target`/`remove_target` may be
+    called at any time (the operator follows pod churn this way)."""
 
     def __init__(
         self,
-        targets: Sequence[TargetConfig],
         rules: Sequence[RuleSpec],
         store: CaptureStore,
         scraper: Scraper,
@@ -78,29 +82,82 @@ class Watcher:
         on_event: Callable[[Event], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._rules = tuple(rules)
         self._settings = settings
         self._store = store
         self._scraper = scraper
         self._emit = on_event
         self._clock = clock
         self._stop = asyncio.Event()
+        self._running = False
         self.breach_captured = False
-        self._states = [
-            _TargetState(
-                target=t,
-                judge=TargetJudge(rules, default_cooldown_seconds=settings.cooldown_seconds),
-                recent=collections.deque(maxlen=RECENT_SAMPLES),
-            )
-            for t in targets
-        ]
+        self._states: dict[str, _TargetState] = {}
+        self._orphan_captures: set[asyncio.Task[None]] = set()
+
+    @property
+    def settings(self) -> WatchSettings:
+        return self._settings
+
+    def keys(self) -> list[str]:
+        return list(self._states)
+
+    def add_target(
+        self,
+        key: str,
+        target: TargetConfig,
+        *,
+        pod: str | None = None,
+        cooldowns: Mapping[str, float] | None = None,
+    ) -> None:
+        """Start watching `target` under `key` (a pod name, or the URL locally); restore saved cooldowns."""
+        if key in self._states:
+            return
+        judge = TargetJudge(self._rules, default_cooldown_seconds=self._settings.cooldown_seconds)
+        if cooldowns:
+            judge.restore_cooldowns(cooldowns)
+        state = _TargetState(
+            key=key,
+            pod=pod or target.name or f"{target.host}_{target.port}",
+            target=target,
+            judge=judge,
+            recent=collections.deque(maxlen=RECENT_SAMPLES),
+        )
+        self._states[key] = state
+        if self._running:
+            state.loop_task = asyncio.create_task(self._loop(state), name=f"watch {key}")
+
+    def remove_target(self, key: str) -> None:
+        """Stop watching `key`. A capture under way still completes: evidence is never dropped."""
+        state = self._states.pop(key, None)
+        if state is None:
+            return
+        for task in (state.loop_task, state.baseline_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if state.capture_task is not None and not state.capture_task.done():
+            self._orphan_captures.add(state.capture_task)
+            state.capture_task.add_done_callback(self._orphan_captures.discard)
+
+    def cooldowns(self, key: str) -> dict[str, float]:
+        state = self._states.get(key)
+        return state.judge.cooldowns() if state else {}
+
+    def rule_status(self, key: str) -> Mapping[str, str]:
+        state = self._states.get(key)
+        return state.judge.status() if state else {}
+
+    def capturing(self) -> bool:
+        live = any(s.capture_task is not None and not s.capture_task.done() for s in self._states.values())
+        return live or bool(self._orphan_captures)
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        loops = [
-            asyncio.create_task(self._loop(s), name=f"watch {s.target.display_name}") for s in self._states
-        ]
+        self._running = True
+        for state in self._states.values():
+            if state.loop_task is None:
+                state.loop_task = asyncio.create_task(self._loop(state), name=f"watch {state.key}")
         try:
             if self._settings.duration_seconds is not None:
                 with contextlib.suppress(TimeoutError):
@@ -108,14 +165,18 @@ class Watcher:
             else:
                 await self._stop.wait()
         finally:
+            self._running = False
+            states = list(self._states.values())
+            loops = [s.loop_task for s in states if s.loop_task is not None]
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            pending = [s.capture_task for s in self._states if s.capture_task and not s.capture_task.done()]
             # A capture under way is finished, not abandoned: evidence is never lost to a shutdown.
+            pending = [s.capture_task for s in states if s.capture_task and not s.capture_task.done()]
+            pending += list(self._orphan_captures)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-            for s in self._states:
+            for s in states:
                 if s.baseline_task and not s.baseline_task.done():
                     s.baseline_task.cancel()
 
@@ -132,7 +193,7 @@ class Watcher:
             await asyncio.sleep(delay)
 
     async def _tick(self, state: _TargetState) -> None:
-        name = state.target.display_name
+        name = state.key
         try:
             sample = await self._scraper.sample(state.target, probes=state.judge.wants(), now=self._clock)
         except ScrapeError as e:
@@ -177,7 +238,7 @@ class Watcher:
         req = CaptureRequest(
             namespace=self._settings.namespace,
             memorywatch=self._settings.memorywatch,
-            pod=state.target.name or f"{state.target.host}_{state.target.port}",
+            pod=state.pod,
             target=state.target,
             breaches=breaches,
             profiles=self._settings.profiles,
