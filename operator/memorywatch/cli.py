@@ -174,6 +174,8 @@ def _watch(args: argparse.Namespace) -> int:
                 token = f.read().strip()
         except OSError as e:
             raise UsageError(f"--bearer-token-file {args.bearer_token_file}: {e.strerror}") from None
+    if bool(args.cert_file) != bool(args.key_file):
+        raise UsageError("--cert-file and --key-file go together: give both for a client certificate, or neither")
     tls = None
     if args.ca_file or args.cert_file or args.insecure_skip_verify:
         tls = TLSConfig(
