@@ -17,7 +17,9 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_harness import (
     CACHE,
+    HACK,
     TESTDATA,
     Cluster,
     build_go_program,
@@ -38,9 +41,28 @@ from e2e_harness import (
     wait_until,
 )
 
+_tools_error: str | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the control-plane tools before the first e2e test runs, outside any per-test timeout (a cold build
+    takes ~13 min on 2 cores; pytest-timeout would otherwise count it against the first test). A failure is
+    reported by the `cluster` fixture, so every e2e test FAILS with the build error."""
+    global _tools_error
+    if not any(item.get_closest_marker("e2e") for item in session.items):
+        return
+    t0 = time.monotonic()
+    proc = subprocess.run([str(HACK / "build-tools")], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        _tools_error = f"hack/build-tools failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+    elif time.monotonic() - t0 > 5:
+        print(f"\n{proc.stderr.strip()}", file=sys.__stderr__)
+
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    if _tools_error:
+        pytest.fail(_tools_error)
     before = run_hack("status", "--json", timeout=60)
     was_running = before.returncode == 0
     # First use builds the tools (several minutes on 2 cores), then the cluster starts in ~10 s.
