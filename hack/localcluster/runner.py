@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -71,6 +72,8 @@ class ContainerRun:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    started_wall: str = ""
+    exited_wall: str = ""
     next_start: float = 0.0
     backoff: float = BACKOFF_START
     last_exit: int | None = None
@@ -219,6 +222,10 @@ class Runner:
             g = min(g, cap)
         run.terminating = True
         log(f"pod {run.key}: stopping containers (grace {g:.0f}s)")
+        if any(c.proc is not None for c in run.containers.values()):
+            self.event(
+                run, None, "Normal", "Killing", f"Stopping processes (SIGTERM, SIGKILL after {g:.0f}s)"
+            )
         now = time.monotonic()
         for c in run.containers.values():
             c.finished = True
@@ -274,6 +281,7 @@ class Runner:
             code = 128 - code
         c.proc = None
         c.last_exit = code
+        c.exited_wall = utcnow()
         ran = time.monotonic() - c.started_at
         # The container is gone, so is everything it started in its process group (as with a container).
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -288,9 +296,11 @@ class Runner:
             c.next_start = time.monotonic() + c.backoff
             log(f"pod {run.key} container {c.name}: exited with {code}; restarting in {c.backoff:.0f}s")
             self.append_log(run, c.name, f"==== restarting in {c.backoff:.0f}s (restartPolicy {policy})")
+            self.event(run, c.name, "Warning", "BackOff",
+                       f"Process exited with code {code}; restarting in {c.backoff:.0f}s")  # fmt: skip
             c.backoff = min(c.backoff * 2, BACKOFF_MAX)
             c.restarts += 1
-            self.patch_restart_count(run, c)
+            self.patch_container_statuses(run)
         else:
             c.finished = True
             log(
@@ -306,13 +316,22 @@ class Runner:
             try:
                 self.start_container(run, spec, c)
                 c.error = None
+                self.event(
+                    run, c.name, "Normal", "Started", f"Started process {c.proc.pid if c.proc else '?'}"
+                )
+                if c.restarts:
+                    self.patch_container_statuses(run)
             except ContainerConfigError as e:
+                if c.error != str(e):
+                    self.event(run, c.name, "Warning", "Failed", f"Cannot start: {e}")
                 c.error = str(e)
                 c.next_start = now + c.backoff
                 c.backoff = min(c.backoff * 2, BACKOFF_MAX)
                 log(f"pod {run.key} container {c.name}: cannot start yet: {e}")
                 self.append_log(run, c.name, f"==== cannot start: {e} (retrying)")
             except Exception as e:  # noqa: BLE001 - a bad pod must not take the runner down
+                if c.error != f"{type(e).__name__}: {e}":
+                    self.event(run, c.name, "Warning", "Failed", f"Start failed: {type(e).__name__}: {e}")
                 c.error = f"{type(e).__name__}: {e}"
                 c.next_start = now + c.backoff
                 c.backoff = min(c.backoff * 2, BACKOFF_MAX)
@@ -360,6 +379,7 @@ class Runner:
         argv = [exe, *command[1:], *args]
         c.proc = procs.start(argv, log_file=run.dir / f"{c.name}.log", pid_file=None, env=full_env, cwd=cwd)
         c.started_at = time.monotonic()
+        c.started_wall = utcnow()
         log(f"pod {run.key} container {c.name}: started pid {c.proc.pid}: {' '.join(argv)}")
 
     def base_env(self, run: PodRun) -> dict[str, str]:
@@ -635,21 +655,43 @@ class Runner:
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(run.dir / "status.json")
 
-    def patch_restart_count(self, run: PodRun, c: ContainerRun) -> None:
-        """Show restarts in `kubectl get pods` (kwok's pod-ready stage reports restartCount 0)."""
-        statuses = (run.pod.get("status") or {}).get("containerStatuses") or []
-        if not statuses:
+    def patch_container_statuses(self, run: PodRun) -> None:
+        """After a container exits (and is to be restarted) or is restarted: make `kubectl get pods` true.
+        kwok's pod-ready stage marks every container running and ready once; from the first restart on, the
+        runner reports restartCount, lastState, waiting/CrashLoopBackOff while in backoff, and the pod's
+        Ready/ContainersReady conditions. (kwok leaves a Running pod's status alone.)"""
+        st = run.pod.get("status") or {}
+        statuses = st.get("containerStatuses") or []
+        if not statuses or run.terminating:
             return
         new = []
         for s in statuses:
             s = dict(s)
-            if s.get("name") == c.name:
+            c = run.containers.get(s.get("name", ""))
+            if c is not None and c.restarts:
                 s["restartCount"] = c.restarts
-                s["lastState"] = {
-                    "terminated": {"exitCode": c.last_exit, "reason": "Error" if c.last_exit else "Completed"}
-                }
+                if c.last_exit is not None:
+                    s["lastState"] = {"terminated": {
+                        "exitCode": c.last_exit, "reason": "Error" if c.last_exit else "Completed",
+                        "startedAt": c.started_wall or None, "finishedAt": c.exited_wall or None}}  # fmt: skip
+                if c.proc is not None:
+                    s.update(ready=True, started=True, state={"running": {"startedAt": c.started_wall}})
+                else:
+                    s.update(ready=False, started=False, state={"waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off restarting failed container {c.name}"}})  # fmt: skip
             new.append(s)
-        self.patch_status(run, {"status": {"containerStatuses": new}})
+        ready = "True" if all(s.get("ready") for s in new) else "False"
+        now = utcnow()
+        conds = []
+        for cond in st.get("conditions") or []:
+            if cond.get("type") in ("Ready", "ContainersReady") and cond.get("status") != ready:
+                conds.append({"type": cond["type"], "status": ready, "lastTransitionTime": now,
+                              "reason": "ContainersNotReady" if ready == "False" else None})  # fmt: skip
+        body: Pod = {"status": {"containerStatuses": new}}
+        if conds:
+            body["status"]["conditions"] = conds
+        self.patch_status(run, body)
 
     def report_phase(self, run: PodRun) -> None:
         """restartPolicy Never/OnFailure: when every container has finished, the pod Succeeded or Failed."""
@@ -671,6 +713,41 @@ class Runner:
         self.patch_status(
             run, {"status": {"phase": phase, "containerStatuses": statuses, "conditions": conds}}
         )
+
+    def event(self, run: PodRun, container: str | None, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the pod, so `kubectl describe pod` / `kubectl get events` show what the runner did.
+        (A pod that kwok has already deleted gets events too; they simply expire.)"""
+        from kubernetes.client.rest import ApiException
+
+        now = utcnow()
+        node = run.pod["spec"].get("nodeName", "")
+        obj: Pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": run.namespace,
+            "name": run.name,
+            "uid": run.uid,
+        }
+        if container:
+            obj["fieldPath"] = f"spec.containers{{{container}}}"
+        body = {
+            "metadata": {"generateName": f"{run.name}.", "namespace": run.namespace},
+            "involvedObject": obj,
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "memorywatch-pod-runner", "host": node},
+            "reportingComponent": "memorywatch-pod-runner",
+            "reportingInstance": node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(run.namespace, body)
+        except ApiException as e:
+            if e.status not in (403, 404):  # namespace being deleted
+                log(f"pod {run.key}: event {reason} not recorded: {e.status} {e.reason}")
 
     def patch_status(self, run: PodRun, body: Pod) -> None:
         from kubernetes.client.rest import ApiException
@@ -717,6 +794,10 @@ class Runner:
             time.sleep(0.1)
         self.cfg.p("run", "pod-runner.ready").unlink(missing_ok=True)
         log("stopped")
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_items(local: Path, data: dict[str, str], items: list[Pod] | None) -> None:

@@ -299,9 +299,36 @@ def test_crashed_process_is_restarted(
 
     second = wait_until(restarted, 30, "the killed process to be restarted on the same pod IP")
     assert pid_alive(second["pid"])
-    wait_until(lambda: core.read_namespaced_pod(name, namespace).status.container_statuses[0].restart_count == 1,
-               10, "restartCount 1 in the pod status")  # fmt: skip
+
+    def reported() -> bool:
+        pod = core.read_namespaced_pod(name, namespace)
+        cs = pod.status.container_statuses[0]
+        ready = next(c.status for c in pod.status.conditions if c.type == "Ready")
+        return bool(cs.restart_count == 1 and cs.ready and cs.state.running and ready == "True"
+                    and cs.last_state.terminated and cs.last_state.terminated.exit_code == 137)  # fmt: skip
+
+    wait_until(reported, 10, "restartCount 1, lastState exit 137 and Ready again in the pod status")
     assert "exited with code 137" in cluster.container_log(namespace, name, "app")
+
+
+def test_crash_looping_process_shows_crash_loop_back_off(cluster: Cluster, namespace: str, core: Any) -> None:
+    core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "looper"},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["/bin/sh", "-c", "echo boom; exit 2"]}]},
+    })  # fmt: skip
+
+    def looping() -> bool:
+        pod = core.read_namespaced_pod("looper", namespace)
+        cs = (pod.status.container_statuses or [None])[0]
+        ready = next((c.status for c in pod.status.conditions or [] if c.type == "Ready"), None)
+        return bool(cs and cs.restart_count >= 2 and cs.state.waiting
+                    and cs.state.waiting.reason == "CrashLoopBackOff" and ready == "False")  # fmt: skip
+
+    wait_until(looping, 30, "CrashLoopBackOff with restarts and Ready False")
+    assert cluster.container_log(namespace, "looper", "c").count("boom") >= 2
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=looper").items
+    assert any(e.reason == "BackOff" and "exited with code 2" in e.message for e in events)
+    assert any(e.reason == "Started" for e in events)
 
 
 def test_s3_needs_credentials(cluster: Cluster) -> None:
