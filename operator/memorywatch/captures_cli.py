@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
+import urllib.parse
 from typing import Any
 
 from rich.console import Console
@@ -16,8 +18,22 @@ from memorywatch.store import CaptureNotFound, CaptureRef, CaptureStore, Filesys
 from memorywatch.store.base import MANIFEST_NAME, safe_segment
 
 
-def open_store(location: str) -> CaptureStore:
-    """A store from what the user typed: a directory (or file:// URL)."""
+def open_store(
+    location: str, *, s3_endpoint: str | None = None, s3_region: str | None = None
+) -> CaptureStore:
+    """A store from what the user typed: a directory, a file:// URL, or s3://bucket/prefix.
+
+    For S3, the endpoint is `--s3-endpoint`, else $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS; the
+    credentials come from boto3's usual chain ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, a profile, a role).
+    """
+    if location.startswith("s3://"):
+        from memorywatch.store.s3 import S3Store
+
+        parts = urllib.parse.urlsplit(location)
+        if not parts.netloc or parts.query or parts.fragment:
+            raise StoreError(f"not an S3 location: {location!r} (expected s3://bucket or s3://bucket/prefix)")
+        endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return S3Store(parts.netloc, parts.path.strip("/"), endpoint_url=endpoint, region=s3_region)
     if location.startswith("file://"):
         location = location[len("file://") :]
     return FilesystemStore(location)
@@ -30,8 +46,12 @@ def _manifest(store: CaptureStore, ref: CaptureRef) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True)
-    store = open_store(args.store)
     try:
+        store = open_store(
+            args.store,
+            s3_endpoint=getattr(args, "s3_endpoint", None),
+            s3_region=getattr(args, "s3_region", None),
+        )
         if args.captures_command == "list":
             return _list(console, store, args.output)
         ref = store.resolve(args.capture)

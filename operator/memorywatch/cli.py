@@ -110,7 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("captures", help="browse a capture store")
     csub = c.add_subparsers(dest="captures_command", required=True)
     lst = csub.add_parser("list", help="list complete captures")
-    lst.add_argument("store", metavar="STORE", help="a capture directory")
+    lst.add_argument("store", metavar="STORE", help="a capture directory, or s3://bucket/prefix")
     lst.add_argument("--output", default="text", choices=["text", "json"])
     show = csub.add_parser("show", help="print a capture's summary and top growth")
     show.add_argument("store", metavar="STORE")
@@ -120,6 +120,14 @@ def _build_parser() -> argparse.ArgumentParser:
     get.add_argument("store", metavar="STORE")
     get.add_argument("capture", metavar="CAPTURE")
     get.add_argument("--dest", default=".", help="directory to copy into (default: current)")
+    for reader in (lst, show, get):
+        reader.add_argument(
+            "--s3-endpoint",
+            metavar="URL",
+            help="S3 endpoint for an s3:// STORE (default $AWS_ENDPOINT_URL, else AWS); credentials come "
+            "from $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY or the usual AWS configuration",
+        )
+        reader.add_argument("--s3-region", metavar="REGION", help="the bucket's region (default us-east-1)")
     return p
 
 
