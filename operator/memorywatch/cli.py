@@ -107,6 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--name", default="watch", help="name used in capture paths: local/<name>/<target>/… (default watch)"
     )
 
+    r = sub.add_parser("run", help="run the Kubernetes operator (kopf): serve MemoryWatch objects")
+    from memorywatch.operator_main import add_run_arguments
+
+    add_run_arguments(r)
+
     c = sub.add_parser("captures", help="browse a capture store")
     csub = c.add_subparsers(dest="captures_command", required=True)
     lst = csub.add_parser("list", help="list complete captures")
@@ -139,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "watch":
             return _watch(args)
+        if args.command == "run":
+            from memorywatch import operator_main
+
+            return operator_main.run(args)
         from memorywatch import captures_cli
 
         return captures_cli.run(args)
@@ -183,7 +192,9 @@ def _watch(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"--bearer-token-file {args.bearer_token_file}: {e.strerror}") from None
     if bool(args.cert_file) != bool(args.key_file):
-        raise UsageError("--cert-file and --key-file go together: give both for a client certificate, or neither")
+        raise UsageError(
+            "--cert-file and --key-file go together: give both for a client certificate, or neither"
+        )
     tls = None
     if args.ca_file or args.cert_file or args.insecure_skip_verify:
         tls = TLSConfig(

@@ -98,7 +98,7 @@ class Watcher:
     def settings(self) -> WatchSettings:
         return self._settings
 
-    def keys(self) -> list[str]:
+    def target_keys(self) -> list[str]:
         return list(self._states)
 
     def add_target(

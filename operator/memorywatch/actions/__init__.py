@@ -1,0 +1,9 @@
+"""Guarded actions on a leaking pod's workload: evict the pod, restart the rollout, or scale out.
+
+The controller decides whether to act (cooldowns, dry runs); this package resolves the workload and does
+it through the API (Eviction API, a rollout-restart patch, the scale subresource), reporting one outcome.
+"""
+
+from memorywatch.actions.model import ActionOutcome, ActionRunner, Workload
+
+__all__ = ["ActionOutcome", "ActionRunner", "Workload"]

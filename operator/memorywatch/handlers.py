@@ -1,0 +1,68 @@
+"""kopf glue only: each handler is a few lines delegating to the controller (operator_main.py starts kopf)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from memorywatch import metrics
+from memorywatch.controller import WatchController
+from memorywatch.k8s.client import GROUP, PLURAL, VERSION
+from memorywatch.targets import PodInfo, pod_info
+
+FINALIZER = "memorywatch.io/finalizer"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="memorywatch.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="memorywatch.io", key="last-handled-configuration"
+    )
+    # MemoryWatch posts its own, aggregated events; kopf's per-handler log events would be noise.
+    settings.posting.enabled = False
+    # Long watches with a client timeout a little above the server's, so a silent API server is noticed.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 310
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+
+
+@kopf.index("", "v1", "pods")
+def mw_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[str, PodInfo]:
+    """Pods by namespace: a MemoryWatch only ever reads its own namespace's entry."""
+    return {namespace: pod_info(dict(body))}
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60.0)
+async def watch_memorywatch(
+    body: kopf.Body,
+    name: str,
+    namespace: str,
+    uid: str,
+    status: kopf.Status,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    mw_pods: kopf.Index[str, PodInfo],
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    controller = WatchController(
+        kube=memo.kube,
+        scraper=memo.scraper,
+        make_store=memo.make_store,
+        actions=memo.actions,
+        namespace=namespace,
+        name=name,
+        uid=uid,
+    )
+    controller.restore(dict(status))
+    metrics.WATCHES.inc()
+    logger.info("watching MemoryWatch %s/%s", namespace, name)
+    try:
+        await controller.run(lambda: body, lambda: list(mw_pods.get(namespace, [])), stopped)
+    finally:
+        metrics.WATCHES.dec()

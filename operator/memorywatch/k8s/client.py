@@ -1,0 +1,194 @@
+"""A small async facade over the `kubernetes` client: Secrets, MemoryWatch status, Events, and raw calls."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GROUP = "memorywatch.io"
+VERSION = "v1alpha1"
+PLURAL = "memorywatches"
+COMPONENT = "memorywatch"
+EVENT_DEDUP_SECONDS = 600.0
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(KubeError):
+    pass
+
+
+class ForbiddenError(KubeError):
+    pass
+
+
+class ConflictError(KubeError):
+    pass
+
+
+class TooManyRequests(KubeError):
+    pass
+
+
+class ApiUnavailable(KubeError):
+    pass
+
+
+def _translate(what: str, e: Exception) -> KubeError:
+    if isinstance(e, ApiException):
+        status = e.status
+        reason = (e.reason or "").strip()
+        detail = ""
+        try:
+            import json
+
+            detail = str(json.loads(e.body or "{}").get("message", ""))
+        except ValueError:
+            detail = ""
+        msg = f"{what}: {status} {reason}" + (f": {detail}" if detail else "")
+        cls: type[KubeError] = {
+            404: NotFoundError,
+            403: ForbiddenError,
+            409: ConflictError,
+            429: TooManyRequests,
+        }.get(status or 0, ApiUnavailable if (status or 0) >= 500 else KubeError)
+        return cls(msg, status)
+    return ApiUnavailable(f"{what}: the API server did not answer ({type(e).__name__}: {e})")
+
+
+def load_api_client() -> k8s.ApiClient:
+    """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config (the same as kubectl)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ):
+        k8s_config.load_incluster_config()
+    else:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRef:
+    """What an Event is about."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str | None = None
+    api_version: str = "v1"
+
+
+class Kube:
+    """Async wrappers around the calls MemoryWatch makes. Thread-safe; one per operator process."""
+
+    def __init__(self, api: k8s.ApiClient, *, instance: str = "") -> None:
+        self.api = api
+        self.core = k8s.CoreV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.instance = instance or os.environ.get("MEMORYWATCH_POD_NAME", "") or os.uname().nodename
+        self._events: dict[tuple[str, str, str, str, str], tuple[str, int, float]] = {}
+        self._events_lock = threading.Lock()
+
+    async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one client call in a thread and translate its failure into the KubeError tree."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (ApiException, Urllib3Error, OSError) as e:
+            raise _translate(what, e) from None
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret in `namespace` (never another namespace), decoded. Never logged."""
+        secret = await self.call(
+            f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace
+        )
+        data = secret.data or {}
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise NotFoundError(f"Secret {namespace}/{name} has no key {key!r} (it has: {keys})", 404)
+        return base64.b64decode(data[key]).decode("utf-8", "replace")
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch a MemoryWatch's status subresource."""
+        await self.call(
+            f"patch status of MemoryWatch {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
+        )
+
+    async def event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        """Post an Event, aggregating repeats: the same object, reason and message within ten minutes bumps
+        the count of the existing Event instead of creating another (never one event per scrape)."""
+        message = message[:1024]
+        now = dt.datetime.now(dt.UTC)
+        key = (ref.namespace, ref.kind, ref.name, reason, message)
+        with self._events_lock:
+            known = self._events.get(key)
+        try:
+            if known is not None and now.timestamp() - known[2] < EVENT_DEDUP_SECONDS:
+                name, count, first = known
+                await self.call(
+                    "update Event",
+                    self.core.patch_namespaced_event,
+                    name,
+                    ref.namespace,
+                    {"count": count + 1, "lastTimestamp": now.isoformat()},
+                )
+                with self._events_lock:
+                    self._events[key] = (name, count + 1, first)
+                return
+            body = k8s.CoreV1Event(
+                metadata=k8s.V1ObjectMeta(generate_name=f"{ref.name[:200]}.", namespace=ref.namespace),
+                involved_object=k8s.V1ObjectReference(
+                    kind=ref.kind,
+                    name=ref.name,
+                    namespace=ref.namespace,
+                    uid=ref.uid,
+                    api_version=ref.api_version,
+                ),
+                type=type_,
+                reason=reason,
+                message=message,
+                count=1,
+                first_timestamp=now,
+                last_timestamp=now,
+                source=k8s.V1EventSource(component=COMPONENT),
+                reporting_component=COMPONENT,
+                reporting_instance=self.instance[:128],
+            )
+            created = await self.call("create Event", self.core.create_namespaced_event, ref.namespace, body)
+            with self._events_lock:
+                self._events[key] = (created.metadata.name, 1, now.timestamp())
+                if len(self._events) > 4096:  # bounded: forget the oldest half
+                    for k in sorted(self._events, key=lambda k: self._events[k][2])[:2048]:
+                        del self._events[k]
+        except KubeError as e:
+            # An event that cannot be posted must not stop the watch; status still carries the facts.
+            log.warning(
+                "could not post event %s on %s %s/%s: %s", reason, ref.kind, ref.namespace, ref.name, e
+            )
