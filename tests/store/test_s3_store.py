@@ -30,9 +30,11 @@ from memorywatch.store import (
     StoreUnavailable,
 )
 from memorywatch.store.s3 import S3Store
+from support.gotargets import free_port
 
 WHEN = dt.datetime(2026, 11, 25, 17, 45, 12, tzinfo=dt.UTC)
 KEY = CaptureKey("shop", "checkout-leaks", "checkout-7d9f-abcde", WHEN, "heap-growth")
+pytestmark = pytest.mark.timeout(60)
 
 
 def _manifest(records: list[Any]) -> dict[str, Any]:
@@ -221,9 +223,7 @@ def test_a_missing_bucket_is_named(s3_server: S3Server) -> None:
 
 
 def test_an_endpoint_refusing_connections_is_unreachable_quickly(s3_server: S3Server) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     store = S3Store(
         "captures",
         endpoint_url=f"http://127.0.0.1:{port}",
