@@ -14,6 +14,7 @@ import hashlib
 import json
 import pathlib
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ from memorywatch.store import (
 )
 from memorywatch.store.s3 import S3Store
 from support.gotargets import free_port
+from support.watch import memorywatch_cmd
 
 WHEN = dt.datetime(2026, 11, 25, 17, 45, 12, tzinfo=dt.UTC)
 KEY = CaptureKey("shop", "checkout-leaks", "checkout-7d9f-abcde", WHEN, "heap-growth")
@@ -107,6 +109,17 @@ def test_through_fallback_store_the_capture_lands_complete_in_the_fallback(
     assert {f["name"]: f["sha256"] for f in manifest["files"]} == {
         n: hashlib.sha256(d).hexdigest() for n, d in files.items()
     }
+
+    # What a user runs against the PVC's directory during the outage.
+    listed = subprocess.run(
+        [*memorywatch_cmd(), "captures", "list", str(pvc.root), "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [KEY.path]
 
     server.start()  # back: S3 shows no capture (nothing half-written is visible), the PVC has it
     assert [r.location for r in store.list()] == [ref.location]

@@ -21,6 +21,7 @@ endpoint unreachable", after boto3's retries) and 5xx answers; `CaptureNotFound`
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -71,18 +72,9 @@ _CAPTURE_DEPTH = 5
 _MAX_FOLDER_ATTEMPTS = 5
 _DELETE_BATCH = 1000
 # Codes S3 and S3-compatible servers use when the key pair itself is wrong (versitygw says XAdminUserNotFound).
-_CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "XAdminUserNotFound",
-        "InvalidToken",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-        "AuthorizationHeaderMalformed",
-        "InvalidClientTokenId",
-    }
-)
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "XAdminUserNotFound", "InvalidToken",
+                               "ExpiredToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed",
+                               "InvalidClientTokenId"})  # fmt: skip
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 PERMISSIONS_HINT = "s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject"
 
@@ -291,10 +283,14 @@ class S3Store:
         """Prove the bucket is reachable, listable and writable (put, list, delete a probe); sweep partials."""
         probe = f"{self._base}{PROBE_PREFIX}{secrets.token_hex(4)}"
         self.put(f"cannot write a probe object to {self.location}", probe, b"ok")
+        delete_probe = f"cannot delete the probe object from {self.location}"
         try:
             self.call(f"cannot list {self.location}", "list_objects_v2", Prefix=self._base, MaxKeys=1)
-        finally:
-            self.call(f"cannot delete the probe object from {self.location}", "delete_object", Key=probe)
+        except StoreError:
+            with contextlib.suppress(StoreError):  # the listing's error is the one worth reporting
+                self.call(delete_probe, "delete_object", Key=probe)
+            raise
+        self.call(delete_probe, "delete_object", Key=probe)
         self.sweep_partials()
 
     def sweep_partials(self, *, older_than_seconds: float = STALE_PARTIAL_SECONDS) -> list[str]:
