@@ -151,9 +151,14 @@ def _show(console: Console, store: CaptureStore, ref: CaptureRef, output: str) -
     names = {f["name"] for f in m.get("files", [])}
     if "heap.pb.gz" in names:
         base = "-diff_base heap-baseline.pb.gz " if "heap-baseline.pb.gz" in names else ""
-        console.print(
-            f"open it: cd {ref.location.removeprefix('file://')} && go tool pprof -top {base}heap.pb.gz"
-        )
+        if ref.location.startswith("file://"):
+            console.print(
+                f"open it: cd {ref.location.removeprefix('file://')} && go tool pprof -top {base}heap.pb.gz"
+            )
+        else:
+            console.print(
+                f"open it: memorywatch captures get {ref.location.split('/', 3)[2]}… {ref.path} --dest DIR, then go tool pprof -top {base}heap.pb.gz there"
+            )
     return 0
 
 

@@ -101,6 +101,7 @@ class WatchController:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._last_status: dict[str, Any] | None = None
         self._store_error: str | None = None
+        self._store_note: str | None = None
         self._targets_problem: tuple[str, str] | None = None
         self._ca_files: dict[str, str] = {}
         self._acting: set[str] = set()
@@ -232,9 +233,15 @@ class WatchController:
         await self._stop_watcher()
         self._spec = spec
         self._generation = generation
+        self._store_note = None
         try:
             self._store = await self.make_store(spec, self.namespace)
+            # Proves the store writable and sweeps partial captures a crash left behind.
+            await asyncio.to_thread(self._store.check_writable)
             self._store_error = None
+            primary_error = getattr(self._store, "primary_error", None)
+            if primary_error is not None:
+                self._store_note = f"the S3 store is unavailable, captures fall back to the operator's volume: {primary_error}"
         except (StoreError, KubeError) as e:
             self._store = None
             self._store_error = str(e)
@@ -561,6 +568,8 @@ class WatchController:
             )
         if self._store_error:
             self._set_condition("StoreAvailable", "False", "StoreUnavailable", self._store_error, generation)
+        elif self._store_note:
+            self._set_condition("StoreAvailable", "True", "FallbackInUse", self._store_note, generation)
         else:
             where = self._store.location if self._store is not None else "?"
             self._set_condition(

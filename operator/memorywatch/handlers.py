@@ -32,24 +32,25 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.index("", "v1", "pods")
-def mw_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[str, PodInfo]:
+def mw_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodInfo]:
     """Pods by namespace: a MemoryWatch only ever reads its own namespace's entry."""
-    return {namespace: pod_info(dict(body))}
+    return {namespace or "": pod_info(dict(body))}
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60.0)
 async def watch_memorywatch(
     body: kopf.Body,
     name: str,
-    namespace: str,
+    namespace: str | None,
     uid: str,
     status: kopf.Status,
     stopped: kopf.DaemonStopped,
-    memo: kopf.Memo,
-    mw_pods: kopf.Index[str, PodInfo],
-    logger: logging.Logger,
-    **_: Any,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
 ) -> None:
+    namespace = namespace or ""
+    mw_pods: kopf.Index[str, PodInfo] = kwargs["mw_pods"]
     controller = WatchController(
         kube=memo.kube,
         scraper=memo.scraper,

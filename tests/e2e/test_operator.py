@@ -1,0 +1,528 @@
+"""The operator end to end: the chart installed with helm, the operator running as the chart's
+ServiceAccount through the pod runner (not as admin), real Go services leaking behind a real API server.
+
+We test these aspects, all scenarios running at once against one operator to keep the suite short:
+each leak gives a LeakDetected event and a capture (PVC and S3) whose profiles open in go tool pprof;
+EvictPod replaces the pod; Scale grows replicas by the step and stops at maxReplicas; dryRun changes
+nothing and says what it would have done; HTTPS with a bearer token from a Secret; PortForward access through
+the API server; a healthy service gets no breach and no action; a watch selecting nothing says so;
+a MemoryWatch cannot reach pods or Secrets of another namespace; killing the operator mid-watch leaves no
+duplicate capture or action and no partial capture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from e2e_harness import Cluster, deployment_manifest, http_get, running_pods, wait_until
+from operator_support import (
+    GROUP,
+    PLURAL,
+    RELEASE,
+    REPO,
+    VERSION,
+    condition,
+    dump,
+    events,
+    get_mw,
+    go_tool_pprof_top,
+    helm,
+    memorywatch,
+    memorywatch_binary,
+    new_namespace,
+    pvc_dir,
+    wait_for,
+)
+
+from support.gotargets import build_gotarget
+
+pytestmark = pytest.mark.e2e
+BATCH_SECONDS = 240
+
+
+@dataclasses.dataclass
+class Operator:
+    namespace: str
+    store: pathlib.Path
+    core: Any
+    apps: Any
+    custom: Any
+    cluster: Cluster
+
+    def pod(self) -> Any:
+        pods = running_pods(self.core, self.namespace, "app.kubernetes.io/name=memorywatch")
+        return pods[0] if pods else None
+
+
+def _adopt_crd(cluster: Cluster, namespace: str) -> None:
+    """Other suites apply the CRD directly; let this release own it (helm's documented adoption)."""
+    crd = "memorywatches.memorywatch.io"
+    if cluster.kubectl("get", "crd", crd, check=False).returncode != 0:
+        return
+    cluster.kubectl(
+        "annotate",
+        "crd",
+        crd,
+        f"meta.helm.sh/release-name={RELEASE}",
+        f"meta.helm.sh/release-namespace={namespace}",
+        "--overwrite",
+    )
+    cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+
+
+@pytest.fixture(scope="module")
+def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    from kubernetes import client
+
+    api = cluster.api_client()
+    core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+    ns = new_namespace(core, "mw-system")
+    _adopt_crd(cluster, ns)
+    values = tmp_path_factory.mktemp("helm") / "values.yaml"
+    values.write_text(
+        f"""
+command: ["{memorywatch_binary()}"]
+rbac: {{scope: cluster}}
+actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}}}
+logging: {{format: text, level: info}}
+extraEnv:
+  - name: POD_IP
+    valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+extraArgs: ["--bind-address=$(POD_IP)"]
+"""
+    )
+    helm(
+        cluster,
+        "install",
+        RELEASE,
+        str(REPO / "charts" / "memorywatch"),
+        "-n",
+        ns,
+        "-f",
+        str(values),
+        "--wait",
+        "--timeout",
+        "3m",
+    )
+    op = Operator(ns, pathlib.Path("/nonexistent"), core, apps, custom, cluster)
+    pod = wait_for(op.pod, 120, "the operator pod to run")
+    assert pod.spec.service_account_name.startswith(RELEASE), (
+        "the operator runs as the chart's ServiceAccount"
+    )
+    wait_for(lambda: http_get(f"http://{op.pod().status.pod_ip}:8080/readyz")[0] == 200, 120, "the operator to be ready",
+             lambda: cluster.container_log(ns, op.pod().metadata.name, "memorywatch")[-4000:])  # fmt: skip
+    op.store = pvc_dir(core, ns)
+    try:
+        yield op
+    finally:
+        log = cluster.container_log(ns, op.pod().metadata.name, "memorywatch") if op.pod() else ""
+        print(f"--- operator log (tail) ---\n{log[-8000:]}")
+        helm(cluster, "uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "2m")
+        core.delete_namespace(ns)
+
+
+@dataclasses.dataclass
+class Scenario:
+    namespace: str
+    app: str
+    mw: str
+    first_pods: list[str]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _deploy(
+    op: Operator,
+    namespace: str,
+    name: str,
+    mode: str,
+    *,
+    rate: int | None = None,
+    replicas: int = 1,
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    binary = build_gotarget()
+    args = [
+        "-listen=$(POD_IP):6060",
+        f"-mode={mode}",
+        *([f"-rate={rate}"] if rate else []),
+        *(extra_args or []),
+    ]
+    op.apps.create_namespaced_deployment(
+        namespace, deployment_manifest(name, [str(binary)], args=args, replicas=replicas)
+    )
+    pods = wait_until(
+        lambda: (p := running_pods(op.core, namespace, f"app={name}")) and len(p) >= replicas and p,
+        90,
+        f"{name} pods running",
+    )
+    return [p.metadata.name for p in pods]
+
+
+def _apply(op: Operator, namespace: str, body: dict[str, Any]) -> None:
+    op.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def _secret(op: Operator, namespace: str, name: str, data: dict[str, str]) -> None:
+    op.core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
+
+
+@pytest.fixture(scope="module")
+def scenarios(
+    mw_operator: Operator, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Scenario]]:
+    import boto3
+    import trustme
+
+    op = mw_operator
+    s: dict[str, Scenario] = {}
+    made: list[str] = []
+
+    def ns(prefix: str) -> str:
+        name = new_namespace(op.core, prefix)
+        made.append(name)
+        return name
+
+    # heap leak, default store (the operator's PVC)
+    n = ns("e2e-heap")
+    s["heap"] = Scenario(n, "leaky", "leaky", _deploy(op, n, "leaky", "heap-leak", rate=1 << 20))
+    _apply(op, n, memorywatch("leaky", "leaky"))
+
+    # goroutine leak, captured into S3 (credentials from a Secret in the watch's namespace)
+    n = ns("e2e-s3")
+    bucket = f"mw-e2e-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, aws_access_key_id=cluster.s3_access_key,
+                      aws_secret_access_key=cluster.s3_secret_key, region_name="us-east-1")  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    _secret(
+        op,
+        n,
+        "s3-creds",
+        {"AWS_ACCESS_KEY_ID": cluster.s3_access_key, "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key},
+    )
+    s["s3"] = Scenario(
+        n,
+        "spinner",
+        "spinner",
+        _deploy(op, n, "spinner", "goroutine-leak", rate=20),
+        {"bucket": bucket, "s3": s3},
+    )
+    storage = {
+        "s3": {
+            "bucket": bucket,
+            "prefix": "captures",
+            "endpoint": cluster.s3_endpoint,
+            "region": "us-east-1",
+            "credentialsSecretRef": {"name": "s3-creds"},
+        }
+    }
+    _apply(op, n, memorywatch("spinner", "spinner", capture={"storage": storage}))
+
+    # blocked finalizer, EvictPod
+    n = ns("e2e-evict")
+    s["evict"] = Scenario(n, "finq", "finq", _deploy(op, n, "finq", "finalizer-leak", rate=500))
+    _apply(op, n, memorywatch("finq", "finq", action={"type": "EvictPod"}))
+
+    # cgo leak, Scale by 1 up to 2
+    n = ns("e2e-scale")
+    s["scale"] = Scenario(
+        n, "native", "native", _deploy(op, n, "native", "cgo-leak", rate=1 << 20, extra_args=["-metrics"])
+    )
+    _apply(
+        op,
+        n,
+        memorywatch(
+            "native",
+            "native",
+            capture={"cooldown": "15s"},
+            action={"type": "Scale", "scale": {"step": 1, "maxReplicas": 2}, "cooldown": "5s"},
+        ),
+    )
+
+    # dry run: says what it would do, changes nothing
+    n = ns("e2e-dry")
+    s["dry"] = Scenario(n, "leaky", "leaky", _deploy(op, n, "leaky", "heap-leak", rate=1 << 20))
+    _apply(op, n, memorywatch("leaky", "leaky", action={"type": "EvictPod", "dryRun": True}))
+
+    # HTTPS with a CA and a bearer token, both from Secrets
+    n = ns("e2e-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("leaky.e2e.test")
+    certs = tmp_path_factory.mktemp("tls")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certs / "server.pem"))
+    token = uuid.uuid4().hex
+    _secret(op, n, "pprof-token", {"token": token + "\n"})
+    _secret(op, n, "pprof-ca", {"ca.crt": ca.cert_pem.bytes().decode()})
+    s["tls"] = Scenario(n, "secure", "secure", _deploy(op, n, "secure", "heap-leak", rate=1 << 20,
+        extra_args=[f"-tls-cert={certs / 'server.pem'}", f"-tls-key={certs / 'server.pem'}", f"-token={token}"]), {"token": token})  # fmt: skip
+    _apply(
+        op,
+        n,
+        memorywatch(
+            "secure",
+            "secure",
+            endpoint={
+                "scheme": "https",
+                "tls": {"caSecretRef": {"name": "pprof-ca"}, "serverName": "leaky.e2e.test"},
+                "bearerTokenSecretRef": {"name": "pprof-token"},
+            },
+        ),
+    )
+
+    # through the API server's port-forward
+    n = ns("e2e-pf")
+    s["pf"] = Scenario(n, "tunnel", "tunnel", _deploy(op, n, "tunnel", "goroutine-leak", rate=20))
+    _apply(op, n, memorywatch("tunnel", "tunnel", endpoint={"access": "PortForward"}))
+
+    # healthy, with an action armed: nothing may happen
+    n = ns("e2e-healthy")
+    s["healthy"] = Scenario(n, "calm", "calm", _deploy(op, n, "calm", "healthy"))
+    _apply(op, n, memorywatch("calm", "calm", action={"type": "EvictPod"}))
+
+    # selects nothing; isolation: pods and Secrets of another namespace are out of reach
+    other = ns("e2e-iso-b")
+    _deploy(op, other, "elsewhere", "heap-leak", rate=1 << 20)
+    _secret(op, other, "only-in-b", {"token": "x"})
+    n = ns("e2e-iso-a")
+    own = _deploy(op, n, "mine", "healthy")
+    _apply(op, n, memorywatch("nothing", "no-such-app"))
+    _apply(op, n, memorywatch("steal-pods", "elsewhere"))
+    _apply(
+        op, n, memorywatch("steal-secret", "mine", endpoint={"bearerTokenSecretRef": {"name": "only-in-b"}})
+    )
+    s["iso"] = Scenario(n, "mine", "steal-pods", own, {"other": other})
+
+    yield s
+    for name in made:
+        op.core.delete_namespace(name)
+    for key in s["s3"].extra["s3"].list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=key["Key"])
+
+
+@pytest.fixture(scope="module")
+def settled(mw_operator: Operator, scenarios: dict[str, Scenario]) -> dict[str, Scenario]:
+    """Wait until every leak scenario has what it should, or the batch time is up (then tests say what's missing)."""
+    op = mw_operator
+    started = time.monotonic()
+
+    def done() -> bool:
+        for key in ("heap", "s3", "evict", "dry", "tls", "pf"):
+            sc = scenarios[key]
+            if not (get_mw(op.custom, sc.namespace, sc.mw).get("status") or {}).get("captures"):
+                return False
+        scale = op.apps.read_namespaced_deployment("native", scenarios["scale"].namespace)
+        actions = (get_mw(op.custom, scenarios["scale"].namespace, "native").get("status") or {}).get(
+            "lastActions"
+        ) or []
+        return scale.spec.replicas == 2 and any(a.get("result") == "AtMaxReplicas" for a in actions)
+
+    while time.monotonic() - started < BATCH_SECONDS and not done():
+        time.sleep(3)
+    remaining = 150 - (time.monotonic() - started)
+    if remaining > 0:  # the healthy target must be watched long enough to mean something
+        time.sleep(remaining)
+    return scenarios
+
+
+def _status(op: Operator, sc: Scenario, name: str | None = None) -> dict[str, Any]:
+    return get_mw(op.custom, sc.namespace, name or sc.mw).get("status") or {}
+
+
+@pytest.mark.parametrize("key", ["heap", "evict", "dry", "tls"])
+def test_leak_detected_and_captured_into_the_pvc(
+    mw_operator: Operator, settled: dict[str, Scenario], key: str
+) -> None:
+    op, sc = mw_operator, settled[key]
+    status = _status(op, sc)
+    assert status.get("captures"), f"no capture in status:\n{dump(status)}"
+    capture = status["captures"][0]
+    assert capture["pod"] in sc.first_pods and capture["rule"] and capture["summary"]
+    assert capture["location"].startswith("file:///var/lib/memorywatch/captures/") or capture[
+        "location"
+    ].startswith("file://"), capture
+    assert condition(get_mw(op.custom, sc.namespace, sc.mw), "LeakDetected")["status"] == "True"
+    assert events(op.core, sc.namespace, reason="LeakDetected", kind="MemoryWatch"), (
+        "LeakDetected event on the MemoryWatch"
+    )
+    assert events(op.core, sc.namespace, reason="LeakDetected", kind="Pod"), "LeakDetected event on the pod"
+    assert events(op.core, sc.namespace, reason="ProfilesCaptured", kind="MemoryWatch")
+    folders = [m.parent for m in (op.store / sc.namespace / sc.mw).glob("*/*/manifest.json")]
+    assert folders, f"no capture in the PVC directory {op.store}"
+    for f in folders[0].iterdir():
+        if f.name.endswith(".pb.gz"):
+            go_tool_pprof_top(f)
+
+
+def test_heap_capture_names_the_leaking_function(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    sc = settled["heap"]
+    capture = _status(mw_operator, sc)["captures"][0]
+    assert capture["rule"] == "heap-growth" and "main.retainRecords" in capture["summary"], capture
+
+
+def test_goroutine_leak_captured_into_s3(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    sc = settled["s3"]
+    status = _status(mw_operator, sc)
+    assert status.get("captures"), dump(status)
+    capture = status["captures"][0]
+    assert capture["location"].startswith(f"s3://{sc.extra['bucket']}/captures/"), capture
+    assert "main.blockForever" in capture["summary"]
+    keys = [
+        o["Key"]
+        for o in sc.extra["s3"]
+        .list_objects_v2(Bucket=sc.extra["bucket"], Prefix="captures/")
+        .get("Contents", [])
+    ]
+    assert any(k.endswith("/manifest.json") for k in keys) and any(k.endswith("/heap.pb.gz") for k in keys), (
+        keys
+    )
+    heap_key = next(k for k in keys if k.endswith("/goroutine.pb.gz"))
+    local = pathlib.Path("/tmp") / f"{uuid.uuid4().hex}-goroutine.pb.gz"
+    sc.extra["s3"].download_file(sc.extra["bucket"], heap_key, str(local))
+    try:
+        assert "main.blockForever" in go_tool_pprof_top(local)
+    finally:
+        local.unlink()
+    assert "AWS_SECRET" not in dump(status) and mw_cluster_secret_not_in(status, mw_operator)
+
+
+def mw_cluster_secret_not_in(status: dict[str, Any], op: Operator) -> bool:
+    return op.cluster.s3_secret_key not in dump(status)
+
+
+def test_evict_pod_replaces_the_leaking_pod(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    op, sc = mw_operator, settled["evict"]
+    status = _status(op, sc)
+    assert any(a["action"] == "EvictPod" and a["result"] == "Done" for a in status.get("lastActions", [])), (
+        dump(status)
+    )
+    now = [p.metadata.name for p in running_pods(op.core, sc.namespace, f"app={sc.app}")]
+    assert now and not set(now) & set(sc.first_pods), (
+        f"the evicted pod was replaced: before {sc.first_pods}, now {now}"
+    )
+    assert events(op.core, sc.namespace, reason="ActionTaken")
+
+
+def test_scale_grows_by_the_step_and_stops_at_max(
+    mw_operator: Operator, settled: dict[str, Scenario]
+) -> None:
+    op, sc = mw_operator, settled["scale"]
+    status = _status(op, sc)
+    assert op.apps.read_namespaced_deployment(sc.app, sc.namespace).spec.replicas == 2, dump(status)
+    results = [a["result"] for a in status.get("lastActions", []) if a["action"] == "Scale"]
+    assert "Done" in results and "AtMaxReplicas" in results, results
+    assert status["captures"][0]["rule"] == "non-heap-growth"
+
+
+def test_dry_run_changes_nothing_and_says_what_it_would_do(
+    mw_operator: Operator, settled: dict[str, Scenario]
+) -> None:
+    op, sc = mw_operator, settled["dry"]
+    status = _status(op, sc)
+    dry = [a for a in status.get("lastActions", []) if a["dryRun"]]
+    assert dry and dry[0]["result"] == "DryRun" and "would" in dry[0]["message"], dump(status)
+    assert [p.metadata.name for p in running_pods(op.core, sc.namespace, f"app={sc.app}")] == sc.first_pods
+    skipped = events(op.core, sc.namespace, reason="ActionSkipped")
+    assert skipped and "would" in skipped[0].message
+
+
+def test_https_with_bearer_token_and_no_secret_leaks(
+    mw_operator: Operator, settled: dict[str, Scenario]
+) -> None:
+    op, sc = mw_operator, settled["tls"]
+    status = _status(op, sc)
+    assert status.get("captures"), dump(status)
+    token = sc.extra["token"]
+    assert token not in dump(status)
+    assert all(token not in (e.message or "") for e in events(op.core, sc.namespace))
+    pod = op.pod()
+    assert token not in op.cluster.container_log(op.namespace, pod.metadata.name, "memorywatch")
+
+
+def test_port_forward_access(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    status = _status(mw_operator, settled["pf"])
+    assert status.get("captures") and status["captures"][0]["rule"] == "goroutine-leak", dump(status)
+
+
+def test_healthy_service_gets_no_breach_and_no_action(
+    mw_operator: Operator, settled: dict[str, Scenario]
+) -> None:
+    op, sc = mw_operator, settled["healthy"]
+    status = _status(op, sc)
+    assert status.get("targets") == 1 and not status.get("captures") and not status.get("lastActions"), dump(
+        status
+    )
+    assert condition(get_mw(op.custom, sc.namespace, sc.mw), "ScrapesHealthy")["status"] == "True"
+    assert not events(op.core, sc.namespace, reason="LeakDetected")
+    assert [p.metadata.name for p in running_pods(op.core, sc.namespace, f"app={sc.app}")] == sc.first_pods
+
+
+def test_a_watch_selecting_nothing_says_so(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    cond = condition(get_mw(mw_operator.custom, settled["iso"].namespace, "nothing"), "TargetsResolved")
+    assert (
+        cond["status"] == "False" and cond["reason"] == "NoPodsSelected" and "no-such-app" in cond["message"]
+    )
+
+
+def test_isolation_from_other_namespaces(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    op, sc = mw_operator, settled["iso"]
+    pods = get_mw(op.custom, sc.namespace, "steal-pods")
+    assert condition(pods, "TargetsResolved")["reason"] == "NoPodsSelected", dump(pods.get("status"))
+    assert (pods.get("status") or {}).get("targets") == 0
+    secret = get_mw(op.custom, sc.namespace, "steal-secret")
+    cond = condition(secret, "TargetsResolved")
+    assert cond["status"] == "False" and "only-in-b" in cond["message"] and sc.namespace in cond["message"], (
+        dump(secret.get("status"))
+    )
+    assert (secret.get("status") or {}).get("targets") == 0
+
+
+def test_operator_restart_leaves_no_duplicate_capture_or_action(
+    mw_operator: Operator, settled: dict[str, Scenario]
+) -> None:
+    op = mw_operator
+
+    def captured(key: str) -> dict[str, int]:
+        """Captures per pod already captured before the restart: (pod folder -> manifests)."""
+        sc = settled[key]
+        return {
+            p.name: len(list(p.glob("*/manifest.json")))
+            for p in (op.store / sc.namespace / sc.mw).iterdir()
+            if p.is_dir()
+        }
+
+    before = {k: _status(op, settled[k]) for k in ("heap", "dry", "evict")}
+    stored = {k: captured(k) for k in ("heap", "dry")}
+    old = op.pod()
+    op.core.delete_namespaced_pod(old.metadata.name, op.namespace)
+    wait_for(
+        lambda: (p := op.pod()) is not None and p.metadata.name != old.metadata.name and p,
+        120,
+        "a new operator pod",
+    )
+    wait_for(
+        lambda: http_get(f"http://{op.pod().status.pod_ip}:8080/readyz")[0] == 200,
+        120,
+        "the new operator to be ready",
+    )
+    time.sleep(75)  # more than a window plus warm-up: a forgetful operator would capture again by now
+    for key in ("heap", "dry"):
+        after = _status(op, settled[key])
+        old_pods = {c["pod"] for c in before[key].get("captures", [])}
+        again = [c for c in after.get("captures", []) if c["pod"] in old_pods]
+        assert len(again) == len([c for c in before[key].get("captures", [])]), (
+            f"{key}: duplicate capture\n{dump(after)}"
+        )
+        now = captured(key)
+        assert all(now.get(pod, 0) == n for pod, n in stored[key].items()), (
+            f"{key}: store {stored[key]} -> {now}"
+        )
+    done_before = [a for a in before["evict"].get("lastActions", []) if a["result"] == "Done"]
+    done_after = [a for a in _status(op, settled["evict"]).get("lastActions", []) if a["result"] == "Done"]
+    assert len(done_after) == len(done_before), "the eviction was not repeated after the restart"
+    partial = list(op.store.glob("*/*/*/.*partial*"))
+    assert not partial, f"partial captures left behind: {partial}"
