@@ -84,7 +84,10 @@ def _translate_handshake(what: str, e: WebSocketBadStatusException) -> KubeError
         detail = (e.resp_body or b"").decode("utf-8", "replace")[:300]
     msg = f"{what}: {status} {e.status_message or ''}".rstrip() + (f": {detail}" if detail else "")
     if status == 403:
-        return ForbiddenError(msg, status)
+        # The API server checks `get` for the GET and `create` for the WebSocket upgrade; name both.
+        return ForbiddenError(
+            f"{msg} (a port-forward over WebSocket needs get and create on pods/portforward)", status
+        )
     if status == 404:
         return NotFoundError(msg, status)
     if status >= 500:
@@ -188,9 +191,11 @@ class _Forward:
         if self.server is not None:
             self.server.close()
         current = asyncio.current_task()
-        for t in list(self._bridges):
-            if t is not current:
-                t.cancel()
+        others = [t for t in self._bridges if t is not current]
+        for t in others:
+            t.cancel()
+        # Wait for them, so every connection is closed before the caller goes on (or its event loop ends).
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
