@@ -210,3 +210,23 @@ def test_kubectl_port_forward(
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_idle_listener_retires_and_is_recreated_on_demand(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, pprofserver: Path, kube: Kube,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from memorywatch.k8s import portforward
+
+    monkeypatch.setattr(portforward, "IDLE_SECONDS", 0.4)
+    deploy("target", pprofserver)
+    pod, _, _ = serving_pod(core, namespace, "target")
+    await forwarded_url(kube, namespace, pod, 6060)
+
+    await asyncio.sleep(1.2)
+
+    assert active_forwards() == {}, "nobody asked for it or connected: the listener retired"
+    again = await forwarded_url(kube, namespace, pod, 6060)
+    assert f"{namespace}/{pod}:6060" in active_forwards()
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"{again}/debug/pprof/")).status_code == 200

@@ -35,6 +35,10 @@ from memorywatch.k8s.client import ApiUnavailable, ForbiddenError, Kube, KubeErr
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_SECONDS = 15.0
+# A listener nobody asked for (forwarded_url) or connected to for this long retires: its pod has most likely
+# left the watch. The controller asks for every watched pod's URL on each reconcile and gets a new listener
+# if the old one retired, so this only frees listeners of pods no one watches any more.
+IDLE_SECONDS = 600.0
 READ_CHUNK_BYTES = 256 * 1024
 
 
@@ -105,6 +109,8 @@ class _Forward:
         self.server: asyncio.Server | None = None
         self.local_port = 0
         self.closed = False
+        self.last_used = self.loop.time()
+        self._janitor: asyncio.Task[None] | None = None
         self._bridges: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -113,6 +119,7 @@ class _Forward:
         probe.close()
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.local_port = int(self.server.sockets[0].getsockname()[1])
+        self._janitor = asyncio.create_task(self._retire_when_idle(), name=f"port-forward {self.key} idle")
         log.info("port-forward listener 127.0.0.1:%d -> pod %s", self.local_port, self.key)
 
     async def _stream(self) -> PortForward:
@@ -133,6 +140,7 @@ class _Forward:
             ) from None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_used = self.loop.time()
         task = asyncio.current_task()
         if task is not None:
             self._bridges.add(task)
@@ -183,6 +191,13 @@ class _Forward:
         if error:
             log.info("port-forward to pod %s: %s", self.key, error.strip())
 
+    async def _retire_when_idle(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(IDLE_SECONDS / 4)
+            if not self._bridges and self.loop.time() - self.last_used > IDLE_SECONDS:
+                log.info("port-forward listener for pod %s idle for %gs: closing it", self.key, IDLE_SECONDS)
+                await self.close()
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -191,6 +206,8 @@ class _Forward:
         if self.server is not None:
             self.server.close()
         current = asyncio.current_task()
+        if self._janitor is not None and self._janitor is not current:
+            self._janitor.cancel()
         others = [t for t in self._bridges if t is not current]
         for t in others:
             t.cancel()
@@ -232,6 +249,7 @@ async def forwarded_url(kube: Kube, namespace: str, pod: str, port: int, *, sche
         _registry[entry] = task
     try:
         fwd = await asyncio.shield(task)
+        fwd.last_used = loop.time()
     except KubeError:
         if _registry.get(entry) is task:
             _registry.pop(entry, None)
