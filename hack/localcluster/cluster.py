@@ -201,11 +201,36 @@ def ensure_s3_credentials(cfg: Config) -> dict[str, str]:
     return creds
 
 
+# kwok keeps its pod-IP pools in memory and marks an IP as used only when it plays a stage for that pod. A
+# restarted kwok plays no stage for pods that are already Running, so it would hand their IPs to new pods
+# (two processes, one address). This stage matches Running pods with an IP and patches nothing (the patch
+# equals the current status), which is enough for kwok to mark their IPs as used.
+RESERVE_IP_STAGE = {
+    "apiVersion": "kwok.x-k8s.io/v1alpha1",
+    "kind": "Stage",
+    "metadata": {"name": "memorywatch-pod-reserve-ip"},
+    "spec": {
+        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+        "selector": {
+            "matchExpressions": [
+                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                {"key": ".status.podIP", "operator": "Exists"},
+            ]
+        },
+        "next": {"statusTemplate": "podIP: {{ .status.podIP | Quote }}\n"},
+    },
+}
+
+
 def ensure_kwok_config(cfg: Config) -> Path:
     stages_dir = Path(cfg.binaries["KWOK_STAGES"])
     docs = [yaml.safe_load(f.read_text()) for f in sorted(stages_dir.glob("*.yaml"))]
     if not any(d.get("metadata", {}).get("name") == "pod-ready" for d in docs):
         raise ClusterError(f"kwok stages missing in {stages_dir}; run hack/build-tools")
+    if not (stages_dir / "crds" / "kwok.x-k8s.io_logs.yaml").exists():
+        raise ClusterError(f"kwok CRDs missing in {stages_dir / 'crds'}; run hack/build-tools")
+    docs.append(RESERVE_IP_STAGE)
     path = cfg.p("kwok", "kwok.yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -293,6 +318,9 @@ def component_argv(cfg: Config, name: str) -> list[str]:
             "--node-ip=127.0.0.1",
             "--cidr=127.1.255.0/24",  # only used for a node without spec.podCIDR; ours all have one
             f"--server-address=127.0.0.1:{port['kwok']}",
+            # the nodes' kubelet endpoint: the API server reaches kwok here for `kubectl logs`/`port-forward`
+            f"--node-port={port['kwok']}",
+            "--enable-crds=Logs,PortForward",
             "--node-lease-duration-seconds=40",
         ]
     if name == "s3":
@@ -475,6 +503,9 @@ def bootstrap_objects(cfg: Config) -> None:
             },
             "spec": {"podCIDR": NODE_CIDR.format(i=i), "podCIDRs": [NODE_CIDR.format(i=i)]},
         })  # fmt: skip
+    ext = client.ApiextensionsV1Api(api)
+    for f in sorted((Path(cfg.binaries["KWOK_STAGES"]) / "crds").glob("*.yaml")):
+        create(ext.create_custom_resource_definition, yaml.safe_load(f.read_text()))
     create(storage.create_storage_class, {
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": "standard",
@@ -501,6 +532,24 @@ def delete_node_leases(cfg: Config) -> None:
             except ApiException as e:
                 if e.status != 404:
                     raise
+    finally:
+        api.close()
+
+
+def kubelet_endpoints_set(cfg: Config) -> bool:
+    """Nodes initialised by kwok get daemonEndpoints.kubeletEndpoint.Port = --node-port; nodes of a cluster
+    created before that flag was used are patched here (kwok's heartbeat would only do it minutes later)."""
+    from kubernetes import client
+
+    api = api_client(cfg)
+    try:
+        core = client.CoreV1Api(api)
+        for n in core.list_node().items:
+            ep = n.status.daemon_endpoints.kubelet_endpoint if n.status.daemon_endpoints else None
+            if not ep or ep.port != cfg.ports["kwok"]:
+                body = {"status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.ports["kwok"]}}}}
+                core.patch_node_status(n.metadata.name, body)
+        return True
     finally:
         api.close()
 
@@ -571,6 +620,8 @@ def up(binaries: dict[str, str]) -> Config:
             started.append(name)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "s3", "pod-runner"):
         wait_for(cfg, name, lambda n=name: HEALTH[n](cfg, toks), timeouts[name], f"{name} to become healthy")
+    wait_for(cfg, "kwok", lambda: kubelet_endpoints_set(cfg), 30,
+             "kwok's address as the nodes' kubelet endpoint (kubectl logs/port-forward)")  # fmt: skip
     wait_for(cfg, "kwok", lambda: cluster_ready(cfg), 90,
              f"{cfg.nodes} Ready node(s) and the default ServiceAccount in namespace default "
              "(kwok marks nodes Ready; kube-controller-manager creates ServiceAccounts)")  # fmt: skip

@@ -202,6 +202,7 @@ class Runner:
             run.run_dir.mkdir(parents=True, exist_ok=True)
             self.pods[uid] = run
             log(f"pod {run.key} ({uid}) on {pod['spec']['nodeName']} ip {pod['status']['podIP']}: starting")
+            self.publish_logs_and_ports(run)
             self.sync_pod(run)
 
     def on_pod_gone(self, uid: str, pod: Pod | None = None) -> None:
@@ -377,7 +378,7 @@ class Runner:
             if wd.is_dir():
                 cwd = wd
         argv = [exe, *command[1:], *args]
-        c.proc = procs.start(argv, log_file=run.dir / f"{c.name}.log", pid_file=None, env=full_env, cwd=cwd)
+        c.proc = start_logged(argv, env=full_env, cwd=cwd, log_dir=run.dir, container=c.name)
         c.started_at = time.monotonic()
         c.started_wall = utcnow()
         log(f"pod {run.key} container {c.name}: started pid {c.proc.pid}: {' '.join(argv)}")
@@ -714,6 +715,65 @@ class Runner:
             run, {"status": {"phase": phase, "containerStatuses": statuses, "conditions": conds}}
         )
 
+    def publish_logs_and_ports(self, run: PodRun) -> None:
+        """kwok Logs and PortForward objects for the pod (owned by it, so garbage-collected with it): kwok then
+        serves `kubectl logs` from the container log files and `kubectl port-forward` to <podIP>:<port>."""
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        custom = client.CustomObjectsApi(self.api)
+        owner = [
+            {"apiVersion": "v1", "kind": "Pod", "name": run.name, "uid": run.uid, "blockOwnerDeletion": False}
+        ]
+        containers = run.pod["spec"]["containers"]
+        ip = run.pod["status"]["podIP"]
+        ports = sorted(
+            {p["containerPort"] for c in containers for p in c.get("ports") or [] if p.get("containerPort")}
+        )
+        objects = [
+            (
+                "logs",
+                {
+                    "logs": [
+                        {
+                            "containers": [c["name"]],
+                            "logsFile": str(run.dir / f"{c['name']}.cri.log"),
+                            "previousLogsFile": str(run.dir / f"{c['name']}.previous.cri.log"),
+                            "follow": True,
+                        }
+                        for c in containers
+                    ]
+                },
+            ),
+        ]
+        if ports:
+            objects.append(
+                (
+                    "portforwards",
+                    {"forwards": [{"ports": [p], "target": {"address": ip, "port": p}} for p in ports]},
+                )
+            )
+        for plural, spec in objects:
+            body = {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "Logs" if plural == "logs" else "PortForward",
+                "metadata": {"name": run.name, "namespace": run.namespace, "ownerReferences": owner},
+                "spec": spec,
+            }
+            try:
+                custom.create_namespaced_custom_object(
+                    "kwok.x-k8s.io", "v1alpha1", run.namespace, plural, body
+                )
+            except ApiException as e:
+                if e.status == 409:  # left by a previous incarnation of a same-named pod: replace it
+                    with contextlib.suppress(ApiException):
+                        custom.delete_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", run.namespace, plural,
+                                                               run.name)  # fmt: skip
+                        custom.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1", run.namespace, plural,
+                                                               body)  # fmt: skip
+                elif e.status not in (403, 404):
+                    log(f"pod {run.key}: cannot create kwok {plural}: {e.status} {e.reason}")
+
     def event(self, run: PodRun, container: str | None, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the pod, so `kubectl describe pod` / `kubectl get events` show what the runner did.
         (A pod that kwok has already deleted gets events too; they simply expire.)"""
@@ -794,6 +854,63 @@ class Runner:
             time.sleep(0.1)
         self.cfg.p("run", "pod-runner.ready").unlink(missing_ok=True)
         log("stopped")
+
+
+def start_logged(
+    argv: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path, container: str
+) -> subprocess.Popen[bytes]:
+    """Start a container process in its own process group. Its stdout and stderr are pumped line by line into
+    <container>.log (plain, appended across restarts) and <container>.cri.log (CRI log format, this run only;
+    the previous run's is kept as <container>.previous.cri.log) — kwok serves the latter to `kubectl logs`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    plain_path = log_dir / f"{container}.log"
+    cri_path = log_dir / f"{container}.cri.log"
+    if cri_path.exists():
+        cri_path.replace(log_dir / f"{container}.previous.cri.log")
+    plain = open(plain_path, "ab", buffering=0)  # noqa: SIM115 - closed by the last pump thread
+    cri = open(cri_path, "ab", buffering=0)  # noqa: SIM115
+    plain.write(f"==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except BaseException:
+        plain.close()
+        cri.close()
+        raise
+    lock = threading.Lock()
+    open_streams = [2]
+
+    def pump(stream: Any, name: str) -> None:
+        try:
+            for line in iter(stream.readline, b""):
+                ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                full = line.endswith(b"\n")
+                with lock:
+                    plain.write(line if full else line + b"\n")
+                    cri.write(
+                        f"{ts} {name} {'F' if full else 'P'} ".encode() + (line if full else line + b"\n")
+                    )
+        finally:
+            stream.close()
+            with lock:
+                open_streams[0] -= 1
+                if open_streams[0] == 0:
+                    plain.close()
+                    cri.close()
+
+    for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+        threading.Thread(
+            target=pump, args=(stream, name), name=f"log-{container}-{name}", daemon=True
+        ).start()
+    return proc
 
 
 def utcnow() -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -309,6 +311,11 @@ def test_crashed_process_is_restarted(
 
     wait_until(reported, 10, "restartCount 1, lastState exit 137 and Ready again in the pod status")
     assert "exited with code 137" in cluster.container_log(namespace, name, "app")
+    # kubectl logs shows the current run, --previous the killed one (kwok serves them from the runner's files)
+    current = cluster.kubectl("-n", namespace, "logs", name).stdout
+    previous = cluster.kubectl("-n", namespace, "logs", name, "--previous").stdout
+    assert f"pid {second['pid']} serving pprof" in current and f"pid {first['pid']}" not in current
+    assert f"pid {first['pid']} serving pprof" in previous
 
 
 def test_crash_looping_process_shows_crash_loop_back_off(cluster: Cluster, namespace: str, core: Any) -> None:
@@ -329,6 +336,31 @@ def test_crash_looping_process_shows_crash_loop_back_off(cluster: Cluster, names
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=looper").items
     assert any(e.reason == "BackOff" and "exited with code 2" in e.message for e in events)
     assert any(e.reason == "Started" for e in events)
+
+
+def test_kubectl_port_forward_reaches_the_process(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, pprofserver: Path
+) -> None:
+    deploy("fwd", pprofserver, replicas=1, ports=[6060])
+    ((name, info),) = serving_pods(core, namespace, "fwd", 1).items()
+    pf = subprocess.Popen(
+        [str(cluster.kubectl_path), f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "port-forward",
+         "--address=127.0.0.1", f"pod/{name}", ":6060"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert pf.stdout is not None
+        line = pf.stdout.readline()  # "Forwarding from 127.0.0.1:NNNNN -> 6060"
+        m = re.search(r"127\.0\.0\.1:(\d+) -> 6060", line)
+        assert m, f"unexpected port-forward output: {line!r}"
+        code, body = http_get(f"http://127.0.0.1:{m.group(1)}/info")
+        assert code == 200 and json.loads(body)["pid"] == info["pid"]
+    finally:
+        pf.terminate()
+        pf.wait(10)
+        for stream in (pf.stdout, pf.stderr):
+            if stream:
+                stream.close()
 
 
 def test_s3_needs_credentials(cluster: Cluster) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -95,9 +96,25 @@ def test_up_status_down_on_a_second_cluster(tmp_path: Path, cluster: Any) -> Non
         status_file = cdir / "pods" / "default" / "sleeper" / "status.json"
         wait_until(lambda: status_file.exists() and json.loads(status_file.read_text())["containers"]["s"]["pid"],
                    60, "the sleeper pod's process")  # fmt: skip
+        # kwok restarted (as `down`+`up` or a crash+`up` do) must not hand the running pod's IP to a new pod
+        sleeper_ip = core.read_namespaced_pod("sleeper", "default").status.pod_ip
+        kwok_pid = next(c["pid"] for c in info["components"] if c["component"] == "kwok")
+        os.kill(kwok_pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(kwok_pid), 10, "kwok to die")
+        healed = hack("up")
+        assert healed.returncode == 0, healed.stderr
+        assert "starting kwok" in healed.stderr
+        core.create_namespaced_pod("default", {
+            "metadata": {"name": "newcomer"},
+            "spec": {"containers": [{"name": "s", "image": "x", "command": ["/bin/sleep", "3000"]}]},
+        })  # fmt: skip
+        newcomer_ip = wait_until(lambda: core.read_namespaced_pod("newcomer", "default").status.pod_ip, 30,
+                                 "an IP for the new pod")  # fmt: skip
+        assert newcomer_ip != sleeper_ip
         api.close()
+        info = json.loads(hack("status", "--json").stdout)
         component_pids = {c["pid"] for c in info["components"]}
-        assert len(set(marked_pids(cdir)) - component_pids) >= 3  # sh + two sleeps
+        assert len(set(marked_pids(cdir)) - component_pids) >= 4  # sh + two sleeps, newcomer's sleep
 
         down = hack("down")
         assert down.returncode == 0, down.stderr
