@@ -293,3 +293,44 @@ async def test_missing_rbac_verb_is_reported_as_forbidden(
     scale = await act(actions, "Scale", namespace, pod, max_replicas=5)
     assert scale.reason == "Forbidden" and "may not get deployments.apps/scale" in scale.message, scale
     assert core.read_namespaced_pod(pod, namespace).metadata.uid == pods[pod]
+
+
+async def test_the_charts_grants_suffice_for_every_action(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: Path
+) -> None:  # fmt: skip
+    """The rules charts/memorywatch/templates/rbac.yaml grants with every action enabled (no `list` on HPAs:
+    the HPA named like the workload is found by name)."""
+    deploy("web", pprofserver, replicas=2)
+    pods = settled_pods(core, namespace, "web", 2, apps)
+    api = service_account_client(cluster, namespace, "operator", [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "replicasets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["patch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "patch"]},
+    ])  # fmt: skip
+    actions = KubeActions(Kube(api))
+
+    evicted = await act(actions, "EvictPod", namespace, sorted(pods)[0])
+    assert evicted.reason == "Evicted", evicted
+    pods = wait_until(
+        lambda: (p := settled_pods(core, namespace, "web", 2, apps)) and sorted(pods)[0] not in p and p, 90,
+        "the evicted pod to be replaced",
+    )  # fmt: skip
+    restarted = await act(actions, "RolloutRestart", namespace, sorted(pods)[0])
+    assert restarted.reason == "Restarted", restarted
+    pods = wait_until(
+        lambda: (p := settled_pods(core, namespace, "web", 2, apps)) and not set(p) & set(pods) and p, 120,
+        "the restart to replace every pod",
+    )  # fmt: skip
+    scaled = await act(actions, "Scale", namespace, sorted(pods)[0], max_replicas=5)
+    assert scaled.message == "scaled Deployment/web from 2 to 3 replicas", scaled
+    client.AutoscalingV2Api(cluster.api_client()).create_namespaced_horizontal_pod_autoscaler(namespace, {
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 6},
+    })  # fmt: skip
+    via_hpa = await act(actions, "Scale", namespace, sorted(pods)[0], max_replicas=5)
+    assert (via_hpa.performed, via_hpa.reason) == (True, "Scaled"), via_hpa
+    assert "minReplicas of HorizontalPodAutoscaler/web from 1 to 4" in via_hpa.message
