@@ -97,6 +97,13 @@ async def test_workload_of_follows_owners(
     assert await actions.workload_of(namespace, bare) == Workload("ReplicaSet", "bare", namespace)
     assert await actions.workload_of(namespace, "lonely") is None
     assert await actions.workload_of(namespace, "no-such-pod") is None
+    # Nothing would replace a pod without a controller: no action takes it away or claims a workload.
+    for action in ("EvictPod", "RolloutRestart", "Scale"):
+        out = await act(actions, action, namespace, "lonely", max_replicas=3)
+        assert (out.performed, out.reason, out.workload) == (False, "NoWorkload", None), out
+    assert core.read_namespaced_pod("lonely", namespace).metadata.deletion_timestamp is None
+    gone = await act(actions, "EvictPod", namespace, "no-such-pod")
+    assert (gone.performed, gone.reason) == (False, "PodGone"), gone
 
 
 async def test_evict_allowed_by_pdb_replaces_the_pod(

@@ -2,7 +2,8 @@
 each behind its guard, and reports one `ActionOutcome`; it never raises.
 
 Reasons (`ActionOutcome.reason`): Evicted, Restarted, Scaled, DryRun (a dry run that would have acted),
-DisruptionBudget (a PodDisruptionBudget refused the eviction), PodGone, NoWorkload, RolloutInProgress,
+DisruptionBudget (a PodDisruptionBudget refused the eviction), PodGone, NoWorkload (also for evicting a pod
+without a controller: nothing would replace it), RolloutInProgress,
 AtMaxReplicas, HPAOwnsReplicas, Forbidden (RBAC; the message names the missing verb and resource), Failed (any
 other API error). A dry run resolves everything, asks the API server with `dryRun=All` where it can (so RBAC,
 PodDisruptionBudgets and admission answer for real), and changes nothing; a guard that would skip the real
@@ -182,8 +183,11 @@ class KubeActions:
                      ) -> tuple[bool, str, str]:  # fmt: skip
         if pod_body.metadata.deletion_timestamp is not None:
             return False, "PodGone", f"pod {pod} is already terminating"
+        if w is None:
+            # Nothing would bring a bare pod back: evicting it would be an outage, not a restart.
+            return False, "NoWorkload", f"pod {pod} has no controller to replace it, so it is not evicted"
         await self._require_settled(w)
-        of = f" of {w}" if w is not None else ""
+        of = f" of {w}"
         body = k8s.V1Eviction(
             api_version="policy/v1",
             kind="Eviction",
