@@ -3,9 +3,8 @@ each behind its guard, and reports one `ActionOutcome`; it never raises.
 
 Reasons (`ActionOutcome.reason`): Evicted, Restarted, Scaled, DryRun (a dry run that would have acted),
 DisruptionBudget (a PodDisruptionBudget refused the eviction), PodGone, NoWorkload (also for evicting a pod
-without a controller: nothing would replace it), RolloutInProgress,
-AtMaxReplicas, HPAOwnsReplicas, Forbidden (RBAC; the message names the missing verb and resource), Failed (any
-other API error). A dry run resolves everything, asks the API server with `dryRun=All` where it can (so RBAC,
+without a controller: nothing would replace it), RolloutInProgress, AtMaxReplicas, HPAOwnsReplicas, Forbidden
+(RBAC; the message names the missing verb and resource), Failed (any other API error). A dry run resolves everything, asks the API server with `dryRun=All` where it can (so RBAC,
 PodDisruptionBudgets and admission answer for real), and changes nothing; a guard that would skip the real
 action skips the dry run with the same reason and `dry_run=True`.
 """
