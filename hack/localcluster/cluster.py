@@ -332,7 +332,10 @@ def component_argv(cfg: Config, name: str) -> list[str]:
 
 
 def component_env(cfg: Config, name: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "AWS_", "ROOT_"))}
+    # Not inherited: credentials, and what the pod runner gives pod processes (`up` may run inside a pod; a
+    # component carrying MW_POD_UID would be taken for a pod process by the runner's orphan cleanup).
+    skip = ("KUBECONFIG", "AWS_", "ROOT_", "KUBERNETES_", "MW_POD_", "MW_MOUNT_", "MW_SERVICEACCOUNT_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env[procs.MARKER] = cfg.dir
     env["GOMAXPROCS"] = env.get("GOMAXPROCS", "2")
     if name == "s3":

@@ -118,6 +118,7 @@ class Runner:
         self.lock = threading.RLock()
         self.stop_event = threading.Event()
         self.ready_written = False
+        self.shutting_down = False
 
     # ---- watching ------------------------------------------------------------------------------------
 
@@ -255,8 +256,12 @@ class Runner:
                 if run.terminating:
                     if all(c.proc is None for c in run.containers.values()):
                         self.reap_group_leftovers(run)
-                        shutil.rmtree(run.run_dir, ignore_errors=True)
-                        self.write_status(run, "Terminated")
+                        if self.shutting_down:
+                            # `down`: the pod still exists; keep its emptyDirs for the next `up` (like a node reboot)
+                            self.write_status(run, "Stopped")
+                        else:
+                            shutil.rmtree(run.run_dir, ignore_errors=True)
+                            self.write_status(run, "Terminated")
                         del self.pods[uid]
                         log(f"pod {run.key}: all containers stopped")
                     continue
@@ -840,6 +845,7 @@ class Runner:
                 log(f"supervise error:\n{traceback.format_exc()}")
             self.stop_event.wait(0.2)
         log("stopping all pod processes")
+        self.shutting_down = True
         with self.lock:
             for run in self.pods.values():
                 if not run.terminating:
