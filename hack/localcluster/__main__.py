@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import sys
+from collections.abc import Iterator
 
 from .cluster import ClusterError, down, status, up
+from .config import cluster_dir
 
 BINARY_ENV = ["ETCD", "KUBE_APISERVER", "KUBE_CONTROLLER_MANAGER", "KUBE_SCHEDULER", "KUBECTL", "KWOK", "HELM",
               "VERSITYGW", "KWOK_STAGES", "MW_TOOLS_BIN"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def cluster_lock() -> Iterator[None]:
+    """One `up`/`down` at a time per cluster directory (several test sessions may share a cluster)."""
+    directory = cluster_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                "local-cluster: another up/down of this cluster is running; waiting for it", file=sys.stderr
+            )
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def main() -> int:
@@ -22,14 +42,15 @@ def main() -> int:
     s.add_argument("--json", action="store_true")
     args = parser.parse_args()
     try:
-        if args.cmd == "up":
-            cfg = up({k: os.environ[k] for k in BINARY_ENV if os.environ.get(k)})
-            print(cfg.admin_kubeconfig, flush=True)
-            return 0
-        if args.cmd == "down":
+        if args.cmd == "status":
+            return status(as_json=args.json)
+        with cluster_lock():
+            if args.cmd == "up":
+                cfg = up({k: os.environ[k] for k in BINARY_ENV if os.environ.get(k)})
+                print(cfg.admin_kubeconfig, flush=True)
+                return 0
             down(purge=args.purge)
             return 0
-        return status(as_json=args.json)
     except ClusterError as e:
         print(f"local-cluster: ERROR: {e}", file=sys.stderr)
         return 1
