@@ -111,6 +111,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from memorywatch.operator_main import add_run_arguments
 
     add_run_arguments(r)
+    for sp in (w, r):  # also accepted after the subcommand, where the chart and most people put it
+        sp.add_argument(
+            "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"]
+        )
 
     c = sub.add_parser("captures", help="browse a capture store")
     csub = c.add_subparsers(dest="captures_command", required=True)

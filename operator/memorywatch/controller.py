@@ -60,6 +60,7 @@ class _PodState:
     error_reason: str | None = None
     last_breach: float | None = None
     target: TargetConfig | None = None
+    port: int | None = None
 
 
 StoreFactory = Callable[[WatchSpec, Mapping[str, str]], CaptureStore]
@@ -191,11 +192,14 @@ class WatchController:
             if key not in desired or (state is not None and state.target != desired[key]):
                 self.watcher.remove_target(key)
                 if key not in desired:
-                    self._pods.pop(key, None)
+                    gone = self._pods.pop(key, None)
+                    await self._close_forward(key, gone)
         for key, target in desired.items():
             if key not in self.watcher.target_keys():
                 state = self._pods.setdefault(key, _PodState())
                 state.target = target
+                found = next((p for p in running if p.name == key), None)
+                state.port = resolve_port(spec.endpoint, found) if found is not None else None
                 cooldowns = {
                     rule: until
                     for (pod, rule, kind), until in self._cooldowns.items()
@@ -314,6 +318,19 @@ class WatchController:
             )
         except ValueError as e:
             return None, f"pod {pod.name}: {e}"
+
+    async def _close_forward(self, pod: str, state: _PodState | None) -> None:
+        """A pod that left the watch: drop its port-forward listener, if it had one."""
+        if (
+            state is None
+            or state.port is None
+            or self._spec is None
+            or self._spec.endpoint.access != "PortForward"
+        ):
+            return
+        from memorywatch.k8s.portforward import close_forward
+
+        await close_forward(self.namespace, pod, state.port)
 
     def _ca_file(self, name: str, key: str, pem: str) -> str:
         """httpx takes a CA bundle as a file: write it once per Secret key under $TMPDIR (an emptyDir)."""

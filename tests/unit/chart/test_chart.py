@@ -29,6 +29,7 @@ ACTION_GRANTS: dict[str, set[tuple[str, str, str]]] = {
         ("apps", "statefulsets/scale", "patch"),
         ("apps", "statefulsets/scale", "update"),
         ("autoscaling", "horizontalpodautoscalers", "get"),
+        ("autoscaling", "horizontalpodautoscalers", "list"),
         ("autoscaling", "horizontalpodautoscalers", "patch"),
     },
 }
@@ -133,6 +134,7 @@ def test_default_rbac_is_cluster_wide_and_least_privilege(render: Render) -> Non
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in granted
     assert ("", "namespaces", "list") in granted
     assert ("", "pods/portforward", "create") in granted  # access.portForward.enabled defaults to true
+    assert ("", "pods/portforward", "get") in granted  # the WebSocket protocol is authorized as get
     assert ("metrics.k8s.io", "pods", "list") in granted
     for toggle in ACTION_GRANTS.values():
         assert not granted & toggle
