@@ -76,6 +76,12 @@ class NotFound(ScrapeError):
 
     hint = "is net/http/pprof mounted at the configured pprof path?"
 
+    def __init__(self, target: str, path: str, detail: str) -> None:
+        if "/debug/vars" in path or path.rstrip("/").endswith("metrics"):
+            # Optional extras, not pprof: say what they are instead of pointing at the pprof path.
+            self.hint = "the target does not serve this optional endpoint"
+        super().__init__(target, path, detail)
+
 
 class HTTPStatusError(ScrapeError):
     """Any other non-200 status. `body_excerpt` is the first ~200 sanitized characters of the body."""
