@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 MAX_STATUS_CAPTURES = 10
 MAX_STATUS_ACTIONS = 10
+# Skips worth retrying at the next capture; any other skip (at max replicas, no workload, forbidden) keeps the
+# action's cooldown, so it is not retried, and reported, on every capture.
+RETRYABLE_SKIPS = frozenset({"RolloutInProgress", "DisruptionBudget", "Failed"})
 RECONCILE_SECONDS = 5.0
 KIND = "MemoryWatch"
 API_VERSION = "memorywatch.io/v1alpha1"
@@ -511,7 +514,9 @@ class WatchController:
                 "ActionSkipped",
                 "Normal" if o.dry_run else "Warning",
             )
-            if not o.dry_run:  # nothing changed: no cooldown for an action that did not happen
+            if (
+                not o.dry_run and o.reason in RETRYABLE_SKIPS
+            ):  # a passing obstacle: try again on the next capture
                 self._cooldowns.pop((subject, o.action, "Action"), None)
         metrics.ACTIONS.labels(
             action=o.action, result="done" if o.performed else ("dry-run" if o.dry_run else "skipped")
