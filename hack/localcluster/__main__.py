@@ -51,7 +51,7 @@ def main() -> int:
                 return 0
             down(purge=args.purge)
             return 0
-    except ClusterError as e:
+    except (ClusterError, ValueError) as e:
         print(f"local-cluster: ERROR: {e}", file=sys.stderr)
         return 1
 

@@ -28,9 +28,8 @@ from . import procs
 from .config import COMPONENTS, Config, cluster_dir, config_from_env
 
 NODE_NAME = "mw-node-{i}"
-NODE_CIDR = (
-    "127.1.{i}.0/24"  # pods on node i get 127.1.i.1, 127.1.i.2, ... (kwok allocates from spec.podCIDR)
-)
+# pods on node i get <net>.i.1, <net>.i.2, ... (kwok allocates from spec.podCIDR); <net> is 127.1 by default
+NODE_CIDR = "{net}.{i}.0/24"
 SERVICE_CIDR = "10.96.0.0/24"
 TOKENS = {  # component -> (user, groups)
     "admin": ("memorywatch-admin", "system:masters"),
@@ -316,7 +315,7 @@ def component_argv(cfg: Config, name: str) -> list[str]:
             f"--config={p('kwok', 'kwok.yaml')}",
             "--manage-all-nodes=true",
             "--node-ip=127.0.0.1",
-            "--cidr=127.1.255.0/24",  # only used for a node without spec.podCIDR; ours all have one
+            f"--cidr={cfg.pod_network}.255.0/24",  # only for a node without spec.podCIDR; ours all have one
             f"--server-address=127.0.0.1:{port['kwok']}",
             # the nodes' kubelet endpoint: the API server reaches kwok here for `kubectl logs`/`port-forward`
             f"--node-port={port['kwok']}",
@@ -504,7 +503,8 @@ def bootstrap_objects(cfg: Config) -> None:
                            "node.memorywatch.dev/local": "true"},
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             },
-            "spec": {"podCIDR": NODE_CIDR.format(i=i), "podCIDRs": [NODE_CIDR.format(i=i)]},
+            "spec": {"podCIDR": NODE_CIDR.format(net=cfg.pod_network, i=i),
+                     "podCIDRs": [NODE_CIDR.format(net=cfg.pod_network, i=i)]},
         })  # fmt: skip
     ext = client.ApiextensionsV1Api(api)
     for f in sorted((Path(cfg.binaries["KWOK_STAGES"]) / "crds").glob("*.yaml")):
@@ -688,6 +688,7 @@ def status(as_json: bool = False) -> int:
         "s3_endpoint": cfg.s3_endpoint,
         "s3_env_file": str(cfg.p("s3.env")),
         "ports": cfg.ports,
+        "pod_network": f"{cfg.pod_network}.0.0/16",
         "pods_dir": str(cfg.pods_dir),
         "components": rows,
         "other_processes": len(pod_pids),
@@ -698,6 +699,7 @@ def status(as_json: bool = False) -> int:
         print(f"cluster dir  {cfg.dir}")
         print(f"api server   {cfg.api_url}   kubeconfig {cfg.admin_kubeconfig}")
         print(f"s3 endpoint  {cfg.s3_endpoint}   credentials {cfg.p('s3.env')}")
+        print(f"pod IPs      {cfg.pod_network}.<node>.<n> ({cfg.nodes} node(s))")
         print(f"{'COMPONENT':<24} {'PID':>8}  {'ALIVE':<5}  LOG")
         for r in rows:
             print(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,8 @@ class Config:
     dir: str
     ports: dict[str, int]
     nodes: int = 2
+    # pods on node i get IPs from <pod_network>.<i>.0/24; clusters side by side need different networks
+    pod_network: str = "127.1"
     binaries: dict[str, str] = field(default_factory=dict)
 
     # ---- paths -------------------------------------------------------------------------------------
@@ -104,6 +108,16 @@ def config_from_env(binaries: dict[str, str] | None = None) -> Config:
         if os.environ.get(env):
             ports[name] = int(os.environ[env])
     nodes = int(os.environ.get("MW_NODES") or (saved.nodes if saved else 2))
+    if saved:
+        pod_network = saved.pod_network  # the nodes' podCIDRs are immutable once created
+    elif os.environ.get("MW_POD_NETWORK"):
+        pod_network = os.environ["MW_POD_NETWORK"]
+    elif directory == (cache_dir() / "cluster").absolute():
+        pod_network = "127.1"
+    else:  # another cluster directory: another 127.x, so pods of two clusters never share an address
+        pod_network = f"127.{2 + int(hashlib.sha256(str(directory).encode()).hexdigest(), 16) % 250}"
+    if not re.fullmatch(r"127\.(\d{1,3})", pod_network) or not 0 < int(pod_network.split(".")[1]) < 255:
+        raise ValueError(f"MW_POD_NETWORK must look like 127.N with 0 < N < 255, not {pod_network!r}")
     bins = dict(saved.binaries) if saved else {}
     bins.update(binaries or {})
-    return Config(dir=str(directory), ports=ports, nodes=nodes, binaries=bins)
+    return Config(dir=str(directory), ports=ports, nodes=nodes, pod_network=pod_network, binaries=bins)

@@ -4,6 +4,7 @@ is left alone: `up` is idempotent and prints the kubeconfig last, `status` repor
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -98,6 +99,9 @@ def test_up_status_down_on_a_second_cluster(tmp_path: Path, cluster: Any) -> Non
                    60, "the sleeper pod's process")  # fmt: skip
         # kwok restarted (as `down`+`up` or a crash+`up` do) must not hand the running pod's IP to a new pod
         sleeper_ip = core.read_namespaced_pod("sleeper", "default").status.pod_ip
+        # its own 127.x network, so its pods never take an address of the session cluster's pods
+        assert info["pod_network"] != cluster.info["pod_network"]
+        assert ipaddress.ip_address(sleeper_ip) in ipaddress.ip_network(info["pod_network"])
         kwok_pid = next(c["pid"] for c in info["components"] if c["component"] == "kwok")
         os.kill(kwok_pid, signal.SIGKILL)
         wait_until(lambda: not pid_alive(kwok_pid), 10, "kwok to die")
