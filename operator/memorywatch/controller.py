@@ -543,13 +543,14 @@ class WatchController:
             "result": result,
             "message": message[:1000],
         }
-        if (
-            self._actions
-            and self._actions[0].get("result") == "Pending"
-            and self._actions[0].get("pod") == pod
-        ):
-            self._actions[0] = entry
+        head = self._actions[0] if self._actions else {}
+        if head.get("result") == "Pending" and head.get("pod") == pod:
+            self._actions[0] = entry  # the outcome of the action recorded as pending just before
         else:
+            # A repeat of an earlier outcome (same workload, action and result, e.g. AtMaxReplicas on every
+            # capture) replaces it, so repeats cannot push the last real action out of status.
+            keys = ("workload", "action", "dryRun", "result")
+            self._actions = [a for a in self._actions if any(a.get(k) != entry[k] for k in keys)]
             self._actions.insert(0, entry)
         del self._actions[MAX_STATUS_ACTIONS:]
 
