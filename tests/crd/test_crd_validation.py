@@ -8,7 +8,6 @@ import copy
 import json
 import pathlib
 import re
-import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from support.tools import tool_path
 
 pytestmark = pytest.mark.e2e
 
@@ -292,19 +293,7 @@ def test_kubectl_explain_describes_fields(cluster: Any, crd_installed: None) -> 
 @pytest.fixture(scope="module")
 def helm_binary() -> pathlib.Path:
     """The pinned helm, located the way hack/build-tools installs it (a no-op build when its cache is complete)."""
-    proc = subprocess.run(
-        [str(REPO / "hack" / "build-tools"), "--env"],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    for line in proc.stdout.splitlines():
-        name, _, value = line.partition("=")
-        if name == "HELM":
-            return pathlib.Path(shlex.split(value)[0])
-    pytest.fail(f"hack/build-tools --env printed no HELM= line:\n{proc.stdout}")
+    return tool_path("HELM")
 
 
 @pytest.mark.parametrize(

@@ -8,35 +8,22 @@ Every server started here is stopped at teardown; none outlives the session.
 from __future__ import annotations
 
 import pathlib
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from support.tools import tool_path
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from versitygw import REPO, S3Server
+from versitygw import S3Server
 
 
 @pytest.fixture(scope="session")
 def versitygw_binary() -> pathlib.Path:
     """The pinned versitygw, built from the Go module proxy by hack/build-tools (a no-op when cached)."""
-    proc = subprocess.run(
-        [str(REPO / "hack" / "build-tools"), "--env"],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"hack/build-tools --env failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    for line in proc.stdout.splitlines():
-        name, _, value = line.partition("=")
-        if name == "VERSITYGW":
-            return pathlib.Path(shlex.split(value)[0])
-    pytest.fail(f"hack/build-tools --env printed no VERSITYGW= line:\n{proc.stdout}")
+    return tool_path("VERSITYGW")
 
 
 @pytest.fixture

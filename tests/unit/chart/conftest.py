@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -12,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
+from support.tools import tool_path
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from chart_helpers import CHART, REPO, run_helm
+from chart_helpers import CHART, run_helm
 
 Render = Callable[..., list[dict[str, Any]]]
 
@@ -22,20 +23,7 @@ Render = Callable[..., list[dict[str, Any]]]
 @pytest.fixture(scope="session")
 def helm() -> pathlib.Path:
     """The pinned helm, built from the Go module proxy by hack/build-tools (a no-op when its cache is complete)."""
-    proc = subprocess.run(
-        [str(REPO / "hack" / "build-tools"), "--env"],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"hack/build-tools --env failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    for line in proc.stdout.splitlines():
-        name, _, value = line.partition("=")
-        if name == "HELM":
-            return pathlib.Path(shlex.split(value)[0])
-    pytest.fail(f"hack/build-tools --env printed no HELM= line:\n{proc.stdout}")
+    return tool_path("HELM")
 
 
 @pytest.fixture
