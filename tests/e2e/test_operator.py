@@ -46,7 +46,7 @@ from operator_support import (
 
 from support.gotargets import build_gotarget
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]  # the first test also pays for the shared setup
 BATCH_SECONDS = 240
 
 
