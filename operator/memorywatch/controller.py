@@ -109,6 +109,7 @@ class WatchController:
         self._targets_problem: tuple[str, str] | None = None
         self._ca_files: dict[str, str] = {}
         self._acting: set[str] = set()
+        self._target_count = 0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -141,6 +142,8 @@ class WatchController:
                 interval = self._spec.interval_seconds if self._spec else RECONCILE_SECONDS
                 await stopped.wait(min(RECONCILE_SECONDS, interval))
         finally:
+            metrics.TARGETS.dec(self._target_count)
+            self._target_count = 0
             await self._stop_watcher()
             await self._drain_events()
             consumer.cancel()
@@ -210,6 +213,8 @@ class WatchController:
                 }
                 self.watcher.add_target(key, target, pod=key, cooldowns=cooldowns)
 
+        metrics.TARGETS.inc(len(desired) - self._target_count)
+        self._target_count = len(desired)
         if not selected:
             self._set_condition(
                 "TargetsResolved",
@@ -385,6 +390,7 @@ class WatchController:
         state = self._pods.setdefault(event.target, _PodState())
         if isinstance(event, SampleEvent):
             metrics.SCRAPES.labels(result="ok").inc()
+            metrics.SCRAPE_SECONDS.observe(event.duration_seconds)
             state.last_ok, state.error, state.error_reason = event.sample.time, None, None
         elif isinstance(event, ScrapeFailedEvent):
             metrics.SCRAPES.labels(result="error").inc()

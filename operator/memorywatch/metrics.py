@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from memorywatch import __version__
 
 SCRAPES = Counter("memorywatch_scrapes", "Scrapes of target pods, by result (ok, error).", ["result"])
+SCRAPE_SECONDS = Histogram(
+    "memorywatch_scrape_duration_seconds",
+    "How long one scrape of a target took (index page, heap?debug=1 and /metrics together).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 BREACHES = Counter("memorywatch_breaches", "Rule breaches, by rule kind.", ["kind"])
 CAPTURES = Counter("memorywatch_captures", "Captures, by result (ok, partial, error).", ["result"])
 ACTIONS = Counter(

@@ -379,6 +379,17 @@ def test_leak_detected_and_captured_into_the_pvc(
             go_tool_pprof_top(f)
 
 
+def test_operator_health_and_metrics(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    ip = mw_operator.pod().status.pod_ip
+    assert http_get(f"http://{ip}:8080/healthz")[0] == 200
+    code, text = http_get(f"http://{ip}:9090/metrics")
+    assert code == 200
+    for name in ("memorywatch_scrapes_total", "memorywatch_scrape_duration_seconds_bucket", "memorywatch_breaches_total",
+                 "memorywatch_captures_total", "memorywatch_actions_total", "memorywatch_build_info", "memorywatch_targets"):  # fmt: skip
+        assert name in text, f"{name} missing from /metrics"
+    assert "pod=" not in text and "leaky" not in text, "no pod or MemoryWatch names in metric labels"
+
+
 def test_heap_capture_names_the_leaking_function(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
     sc = settled["heap"]
     capture = _status(mw_operator, sc)["captures"][0]

@@ -20,6 +20,7 @@ class SampleEvent:
     target: str
     sample: Sample
     rules: Mapping[str, str]  # rule name -> one-line state ("watching: +1.2Mi over 40s")
+    duration_seconds: float = 0.0  # how long the scrape took
 
     def as_json(self) -> dict[str, Any]:
         s = self.sample
@@ -108,6 +109,7 @@ class ScrapeFailedEvent:
     error: str
     reason: str  # the error's class name, e.g. TargetUnreachable
     consecutive: int
+    duration_seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -194,14 +194,19 @@ class Watcher:
 
     async def _tick(self, state: _TargetState) -> None:
         name = state.key
+        started = time.monotonic()
         try:
             sample = await self._scraper.sample(state.target, probes=state.judge.wants(), now=self._clock)
         except ScrapeError as e:
             state.failures += 1
             # Aggregated: the first failure, then every tenth, so a dead target does not flood the output.
             if state.failures == 1 or state.failures % 10 == 0:
-                self._emit(ScrapeFailedEvent(name, self._clock(), str(e), type(e).__name__, state.failures))
+                took = time.monotonic() - started
+                self._emit(
+                    ScrapeFailedEvent(name, self._clock(), str(e), type(e).__name__, state.failures, took)
+                )
             return
+        took = time.monotonic() - started
         if state.failures:
             self._emit(NoteEvent(name, sample.time, f"scrapes recovered after {state.failures} failure(s)"))
             state.failures = 0
@@ -219,7 +224,7 @@ class Watcher:
             state.baseline_task = None
         state.recent.append(sample)
         self._ensure_baseline(state, sample.time)
-        self._emit(SampleEvent(name, sample, state.judge.status()))
+        self._emit(SampleEvent(name, sample, state.judge.status(), took))
         if not judgement.breaches:
             return
         for breach in judgement.breaches:
