@@ -513,6 +513,31 @@ def test_isolation_from_other_namespaces(mw_operator: Operator, settled: dict[st
     assert (secret.get("status") or {}).get("targets") == 0
 
 
+def test_operator_survives_an_api_server_restart(
+    mw_operator: Operator, settled: dict[str, Scenario], cluster: Cluster
+) -> None:
+    """The API server goes away and comes back: the operator keeps its watches and serves new ones."""
+    import signal
+
+    from e2e_harness import run_hack
+
+    op = mw_operator
+    status = json.loads(run_hack("status", "--json", timeout=60).stdout)
+    apiserver = next(c for c in status["components"] if c["component"] == "kube-apiserver")
+    os.kill(apiserver["pid"], signal.SIGKILL)
+    time.sleep(5)  # the operator's watches and status writes fail meanwhile
+    up = run_hack("up", timeout=600)
+    assert up.returncode == 0, up.stderr[-3000:]
+    sc = settled["healthy"]
+    _apply(op, sc.namespace, memorywatch("after-restart", sc.app))
+    fresh = wait_for(lambda: (_status(op, sc, "after-restart").get("targets") == 1) and _status(op, sc, "after-restart"), 120,
+                     "a MemoryWatch created after the API server restart to be served")  # fmt: skip
+    assert condition(get_mw(op.custom, sc.namespace, "after-restart"), "Ready")["status"] == "True", dump(
+        fresh
+    )
+    assert op.pod() is not None and _ready(op.pod().status.pod_ip), "the operator itself kept running"
+
+
 def test_operator_restart_leaves_no_duplicate_capture_or_action(
     mw_operator: Operator, settled: dict[str, Scenario]
 ) -> None:
