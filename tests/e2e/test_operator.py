@@ -12,6 +12,7 @@ duplicate capture or action and no partial capture.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -138,6 +139,9 @@ extraArgs: ["--bind-address=$(POD_IP)"]
     finally:
         log = cluster.container_log(ns, op.pod().metadata.name, "memorywatch") if op.pod() else ""
         print(f"--- operator log (tail) ---\n{log[-8000:]}")
+        # MemoryWatches carry the operator's finalizer: delete them while the operator still runs, or their
+        # namespaces would hang in Terminating (docs/operator.md, "Uninstalling").
+        _delete_memorywatches(op)
         env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
         subprocess.run(
             [tool("helm"), "uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "2m"],
@@ -146,6 +150,22 @@ extraArgs: ["--bind-address=$(POD_IP)"]
             timeout=180,
         )
         core.delete_namespace(ns)
+
+
+def _delete_memorywatches(op: Operator) -> None:
+    """Delete every MemoryWatch and wait until the operator has released them (bounded)."""
+    from kubernetes.client.rest import ApiException
+
+    for mw in op.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:
+        with contextlib.suppress(ApiException):
+            op.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, mw["metadata"]["namespace"], PLURAL, mw["metadata"]["name"]
+            )
+    deadline = time.monotonic() + 90
+    while (
+        op.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"] and time.monotonic() < deadline
+    ):
+        time.sleep(1)
 
 
 @dataclasses.dataclass
@@ -319,6 +339,7 @@ def scenarios(
     s["iso"] = Scenario(n, "mine", "steal-pods", own, {"other": other})
 
     yield s
+    _delete_memorywatches(op)
     for name in made:
         op.core.delete_namespace(name)
     for key in s["s3"].extra["s3"].list_objects_v2(Bucket=bucket).get("Contents", []):
