@@ -18,7 +18,7 @@ from memorywatch.api.units import format_bytes
 from memorywatch.pprof import PprofError
 from memorywatch.pprof.goroutines import GoroutineProfile, diff_goroutines, parse_goroutine_debug1
 from memorywatch.pprof.profiles import parse_profile, profile_info, top_growth_by_function
-from memorywatch.rules.model import Breach
+from memorywatch.rules.model import Breach, RuleKind
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
 from memorywatch.store import CaptureKey, CaptureStore, FileRecord
@@ -173,15 +173,23 @@ def _leading_user_function(functions: Sequence[str]) -> str:
 def summarise(
     breaches: Sequence[Breach], heap: Sequence[Mapping[str, Any]], goroutines: Sequence[Mapping[str, Any]]
 ) -> str:
-    """One line for status, events and `captures list`: what fired, and what grew the most."""
+    """One line for status, events and `captures list`: what fired, and what grew the most, most relevant first.
+
+    Runtime-internal sites (e.g. `runtime.malg` allocating goroutine structs) are left out of the line: they
+    restate a goroutine leak; the manifest still lists them."""
     first = breaches[0]
     parts = [first.message.rstrip(".")]
-    if heap:
-        top = heap[0]
-        parts.append(f"top heap growth {top['function']} +{format_bytes(top['inuseBytesDelta'])}")
-    if goroutines:
-        top = goroutines[0]
-        parts.append(f"top goroutine growth {top['function']} +{top['delta']}")
+    user_heap = [h for h in heap if not str(h["function"]).startswith(("runtime.", "internal/"))]
+    heap_part = (
+        f"top heap growth {user_heap[0]['function']} +{format_bytes(user_heap[0]['inuseBytesDelta'])}"
+        if user_heap
+        else None
+    )
+    gor_part = (
+        f"top goroutine growth {goroutines[0]['function']} +{goroutines[0]['delta']}" if goroutines else None
+    )
+    ordered = [gor_part, heap_part] if first.kind is RuleKind.GOROUTINE_GROWTH else [heap_part, gor_part]
+    parts += [p for p in ordered if p]
     return "; ".join(parts)
 
 

@@ -1,0 +1,33 @@
+"""The one-line capture summary: the verdict first, then what grew, most relevant first, no runtime noise."""
+
+from __future__ import annotations
+
+from memorywatch.engine.capture import summarise
+from memorywatch.rules.model import Breach, RuleKind
+
+HEAP = [
+    {"function": "runtime.malg", "inuseBytesDelta": 3 << 20},
+    {"function": "main.retainRecords", "inuseBytesDelta": 48 << 20},
+]
+GOROUTINES = [{"function": "main.blockForever", "delta": 840}]
+
+
+def breach(kind: RuleKind, message: str) -> Breach:
+    return Breach(rule="r", kind=kind, target="t", time=0.0, message=message, evidence={})
+
+
+def test_goroutine_leak_leads_with_the_stacks_and_skips_runtime_sites() -> None:
+    line = summarise([breach(RuleKind.GOROUTINE_GROWTH, "Goroutines grew.")], HEAP[:1], GOROUTINES)
+    assert line == "Goroutines grew; top goroutine growth main.blockForever +840"
+
+
+def test_heap_leak_leads_with_the_allocation_site() -> None:
+    line = summarise([breach(RuleKind.HEAP_GROWTH, "The live heap grew.")], HEAP, GOROUTINES)
+    assert (
+        line
+        == "The live heap grew; top heap growth main.retainRecords +48 MiB; top goroutine growth main.blockForever +840"
+    )
+
+
+def test_nothing_grew_is_just_the_verdict() -> None:
+    assert summarise([breach(RuleKind.THRESHOLD, "Sys is over 4 GiB.")], [], []) == "Sys is over 4 GiB"
