@@ -16,7 +16,10 @@ import pytest
 
 from support.watch import WatchRun, go_tool_pprof_top, run_watch
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test also pays for the shared 3-minute watch
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]  # the first test also pays for the shared 3-minute watch
 
 WINDOW_SECONDS = 40
 RULES = """
