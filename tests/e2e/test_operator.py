@@ -186,6 +186,7 @@ def _deploy(
     rate: int | None = None,
     replicas: int = 1,
     extra_args: list[str] | None = None,
+    memory_limit: str | None = None,
 ) -> list[str]:
     binary = build_gotarget()
     args = [
@@ -194,9 +195,12 @@ def _deploy(
         *([f"-rate={rate}"] if rate else []),
         *(extra_args or []),
     ]
-    op.apps.create_namespaced_deployment(
-        namespace, deployment_manifest(name, [str(binary)], args=args, replicas=replicas)
-    )
+    manifest = deployment_manifest(name, [str(binary)], args=args, replicas=replicas)
+    if memory_limit:
+        manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"memory": memory_limit}
+        }
+    op.apps.create_namespaced_deployment(namespace, manifest)
     pods = wait_until(
         lambda: (p := running_pods(op.core, namespace, f"app={name}")) and len(p) >= replicas and p,
         90,
@@ -320,6 +324,14 @@ def scenarios(
     s["pf"] = Scenario(n, "tunnel", "tunnel", _deploy(op, n, "tunnel", "goroutine-leak", rate=20))
     _apply(op, n, memorywatch("tunnel", "tunnel", endpoint={"access": "PortForward"}))
 
+    # the container's memory limit comes close: the forecast fires before the limit is reached
+    n = ns("e2e-limit")
+    s["limit"] = Scenario(
+        n, "filler", "filler", _deploy(op, n, "filler", "heap-leak", rate=2 << 20, memory_limit="600Mi")
+    )
+    near = [{"name": "near-limit", "kind": "MemoryLimit", "window": "30s", "horizon": "5m"}]
+    _apply(op, n, memorywatch("filler", "filler", rules=near))
+
     # healthy, with an action armed: nothing may happen
     n = ns("e2e-healthy")
     s["healthy"] = Scenario(n, "calm", "calm", _deploy(op, n, "calm", "healthy"))
@@ -353,7 +365,7 @@ def settled(mw_operator: Operator, scenarios: dict[str, Scenario]) -> dict[str, 
     started = time.monotonic()
 
     def done() -> bool:
-        for key in ("heap", "s3", "evict", "dry", "tls", "pf"):
+        for key in ("heap", "s3", "evict", "dry", "tls", "pf", "limit"):
             sc = scenarios[key]
             if not (get_mw(op.custom, sc.namespace, sc.mw).get("status") or {}).get("captures"):
                 return False
@@ -494,6 +506,12 @@ def test_https_with_bearer_token_and_no_secret_leaks(
     assert all(token not in (e.message or "") for e in events(op.core, sc.namespace))
     pod = op.pod()
     assert token not in op.cluster.container_log(op.namespace, pod.metadata.name, "memorywatch")
+
+
+def test_container_memory_limit_forecast(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
+    status = _status(mw_operator, settled["limit"])
+    assert status.get("captures") and status["captures"][0]["rule"] == "near-limit", dump(status)
+    assert "600" in status["captures"][0]["summary"] or "limit" in status["captures"][0]["summary"].lower()
 
 
 def test_port_forward_access(mw_operator: Operator, settled: dict[str, Scenario]) -> None:

@@ -66,6 +66,7 @@ class _TargetState:
     capture_task: asyncio.Task[None] | None = None
     loop_task: asyncio.Task[None] | None = None
     failures: int = 0
+    limit_bytes: int | None = None
 
 
 class Watcher:
@@ -108,8 +109,10 @@ class Watcher:
         *,
         pod: str | None = None,
         cooldowns: Mapping[str, float] | None = None,
+        limit_bytes: int | None = None,
     ) -> None:
-        """Start watching `target` under `key` (a pod name, or the URL locally); restore saved cooldowns."""
+        """Start watching `target` under `key` (a pod name, or the URL locally); restore saved cooldowns.
+        `limit_bytes` is this target's memory limit (a container's), else the watch's own setting."""
         if key in self._states:
             return
         judge = TargetJudge(self._rules, default_cooldown_seconds=self._settings.cooldown_seconds)
@@ -121,6 +124,7 @@ class Watcher:
             target=target,
             judge=judge,
             recent=collections.deque(maxlen=RECENT_SAMPLES),
+            limit_bytes=limit_bytes,
         )
         self._states[key] = state
         if self._running:
@@ -210,8 +214,9 @@ class Watcher:
         if state.failures:
             self._emit(NoteEvent(name, sample.time, f"scrapes recovered after {state.failures} failure(s)"))
             state.failures = 0
-        if self._settings.limit_bytes is not None and sample.limit_bytes is None:
-            sample = dataclasses.replace(sample, limit_bytes=self._settings.limit_bytes)
+        limit = state.limit_bytes if state.limit_bytes is not None else self._settings.limit_bytes
+        if limit is not None and sample.limit_bytes is None:
+            sample = dataclasses.replace(sample, limit_bytes=limit)
         judgement = state.judge.observe(sample)
         if judgement.restarted:
             self._emit(
