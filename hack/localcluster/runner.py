@@ -363,7 +363,12 @@ class Runner:
         command = [expand(x, mapping) for x in spec.get("command") or []]
         args = [expand(x, mapping) for x in spec.get("args") or []]
         env = {k: rewrite_mount_paths(v, mounts) for k, v in env.items()}
-        command = [rewrite_mount_paths(x, mounts) for x in command]
+        # The executable is a host path (there are no images): a mount such as an emptyDir at /tmp must not
+        # capture it when the checkout itself lives under that path (CI clones into /tmp).
+        command = [
+            x if i == 0 and os.access(x, os.X_OK) else rewrite_mount_paths(x, mounts)
+            for i, x in enumerate(command)
+        ]
         args = [rewrite_mount_paths(x, mounts) for x in args]
         env.update(mount_env)
         full_env = {**base, **env}
