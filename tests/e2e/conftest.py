@@ -65,6 +65,10 @@ def cluster() -> Iterator[Cluster]:
         pytest.fail(_tools_error)
     before = run_hack("status", "--json", timeout=60)
     was_running = before.returncode == 0
+    if not was_running:
+        # A cluster this session starts starts empty: etcd data left by an earlier run (Deployments of an
+        # operator from a run that was killed, say) would come back to life and interfere.
+        run_hack("down", "--purge", timeout=300)
     # First use builds the tools (several minutes on 2 cores), then the cluster starts in ~10 s.
     up = run_hack("up", timeout=3600)
     if up.returncode != 0:
