@@ -386,6 +386,13 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+def _still_there(cfg: Config, name: str) -> bool:
+    """A second look a moment later: one failed read of the pid file or /proc (seen once while the API server
+    was starting) must not be taken for a dead component."""
+    time.sleep(0.5)
+    return component_pid(cfg, name) is not None
+
+
 def wait_for(cfg: Config, name: str, check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -394,7 +401,7 @@ def wait_for(cfg: Config, name: str, check: Callable[[], bool], timeout: float, 
                 return
         except Exception:  # noqa: BLE001 - anything not ready yet is retried until the deadline
             pass
-        if name in COMPONENTS and not component_pid(cfg, name):
+        if name in COMPONENTS and not component_pid(cfg, name) and not _still_there(cfg, name):
             raise ClusterError(
                 f"{name} exited while waiting for {what}; see {cfg.log_file(name)}:\n{tail(cfg.log_file(name))}"
             )
