@@ -41,6 +41,7 @@ HEAP_BASELINE_FILE = "heap-baseline.pb.gz"
 GOROUTINE_BASELINE_FILE = "goroutine-baseline.txt"
 GOROUTINE_GROUPS_FILE = "goroutine.txt"
 MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024
+MIN_SUMMARY_HEAP_BYTES = 1 << 20
 
 
 class ProfileSource(Protocol):
@@ -179,7 +180,13 @@ def summarise(
     restate a goroutine leak; the manifest still lists them."""
     first = breaches[0]
     parts = [first.message.rstrip(".")]
-    user_heap = [h for h in heap if not str(h["function"]).startswith(("runtime.", "internal/"))]
+    # Sites that are runtime plumbing, or grew by less than a MiB, are noise next to the verdict.
+    user_heap = [
+        h
+        for h in heap
+        if not str(h["function"]).startswith(("runtime.", "internal/"))
+        and h["inuseBytesDelta"] >= MIN_SUMMARY_HEAP_BYTES
+    ]
     heap_part = (
         f"top heap growth {user_heap[0]['function']} +{format_bytes(user_heap[0]['inuseBytesDelta'])}"
         if user_heap

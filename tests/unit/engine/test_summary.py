@@ -29,5 +29,12 @@ def test_heap_leak_leads_with_the_allocation_site() -> None:
     )
 
 
+def test_small_heap_growth_stays_out_of_the_line() -> None:
+    small = [{"function": "hash/crc32.slicingMakeTable", "inuseBytesDelta": 516 << 10}]
+    assert "crc32" not in summarise(
+        [breach(RuleKind.GOROUTINE_GROWTH, "Goroutines grew.")], small, GOROUTINES
+    )
+
+
 def test_nothing_grew_is_just_the_verdict() -> None:
     assert summarise([breach(RuleKind.THRESHOLD, "Sys is over 4 GiB.")], [], []) == "Sys is over 4 GiB"
