@@ -229,3 +229,29 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def service_account_client(cluster: Cluster, namespace: str, name: str, rules: list[dict[str, Any]]) -> Any:
+    """An ApiClient authenticated as a new ServiceAccount bound to a Role with exactly `rules`."""
+    from kubernetes import client
+
+    admin = cluster.api_client()
+    core = client.CoreV1Api(admin)
+    rbac = client.RbacAuthorizationV1Api(admin)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    })  # fmt: skip
+    token = core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    cfg = client.Configuration()
+    cfg.host = cluster.info["api_server"]
+    cfg.ssl_ca_cert = cluster.info["ca_file"]
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    api = client.ApiClient(cfg)
+    cluster._clients.append(api)
+    return api

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from e2e_harness import CACHE, Cluster, wait_until
+from e2e_harness import CACHE, Cluster, exists, wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "memorywatch.io", "v1alpha1", "memorywatches"
@@ -53,23 +53,11 @@ def new_namespace(core: Any, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:5]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"memorywatch.dev/e2e": "true"}}})
     wait_until(
-        lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+        lambda: exists(lambda: core.read_namespaced_service_account("default", name)),
         60,
         f"default SA in {name}",
     )
     return name
-
-
-def _exists(fn: Callable[[], Any]) -> bool:
-    from kubernetes.client.rest import ApiException
-
-    try:
-        fn()
-        return True
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
 
 
 def memorywatch(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Cluster, running_pods, wait_until
+from e2e_harness import Cluster, running_pods, service_account_client, wait_until
 from kubernetes import client
 
 from memorywatch.actions import ActionOutcome, Workload
@@ -251,30 +251,6 @@ async def test_unsettled_workload_is_left_alone(
             assert "Deployment/web is not settled" in out.message
     live = core.read_namespaced_pod(pod, namespace)
     assert live.metadata.uid == pods[pod] and live.metadata.deletion_timestamp is None
-
-
-def service_account_client(cluster: Cluster, namespace: str, name: str, rules: list[dict[str, Any]]) -> Any:
-    """An ApiClient authenticated as a new ServiceAccount bound to a Role with exactly `rules`."""
-    admin = cluster.api_client()
-    core = client.CoreV1Api(admin)
-    rbac = client.RbacAuthorizationV1Api(admin)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    })  # fmt: skip
-    token = core.create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    cfg = client.Configuration()
-    cfg.host = cluster.info["api_server"]
-    cfg.ssl_ca_cert = cluster.info["ca_file"]
-    cfg.api_key = {"authorization": f"Bearer {token}"}
-    api = client.ApiClient(cfg)
-    cluster._clients.append(api)
-    return api
 
 
 async def test_missing_rbac_verb_is_reported_as_forbidden(

@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_harness import Cluster, running_pods, serving_info, wait_until
-from kubernetes import client
+from e2e_harness import Cluster, running_pods, service_account_client, serving_info, wait_until
 
 from memorywatch.k8s import ForbiddenError, Kube, NotFoundError
 from memorywatch.k8s.portforward import active_forwards, close_all, close_forward, forwarded_url
@@ -96,26 +95,7 @@ async def test_keep_alive_and_concurrent_connections(
 
 
 def sa_kube(cluster: Cluster, namespace: str, name: str, rules: list[dict[str, Any]]) -> Kube:
-    admin = cluster.api_client()
-    core = client.CoreV1Api(admin)
-    rbac = client.RbacAuthorizationV1Api(admin)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    })  # fmt: skip
-    token = core.create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    cfg = client.Configuration()
-    cfg.host = cluster.info["api_server"]
-    cfg.ssl_ca_cert = cluster.info["ca_file"]
-    cfg.api_key = {"authorization": f"Bearer {token}"}
-    api = client.ApiClient(cfg)
-    cluster._clients.append(api)
-    return Kube(api)
+    return Kube(service_account_client(cluster, namespace, name, rules))
 
 
 async def test_rbac_decides_who_may_forward(
