@@ -6,13 +6,14 @@ the work they guard, so a restarted operator neither captures nor acts twice for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from memorywatch import metrics
@@ -66,7 +67,8 @@ class _PodState:
     port: int | None = None
 
 
-StoreFactory = Callable[[WatchSpec, Mapping[str, str]], CaptureStore]
+#: Builds the store a MemoryWatch asked for (its S3 bucket, the default bucket, or the operator's volume).
+StoreFactory = Callable[[WatchSpec, str], Awaitable[CaptureStore]]
 
 
 class WatchController:
@@ -77,7 +79,7 @@ class WatchController:
         *,
         kube: Kube,
         scraper: Scraper,
-        make_store: Callable[[WatchSpec, str], Any],
+        make_store: StoreFactory,
         actions: ActionRunner,
         namespace: str,
         name: str,
@@ -148,7 +150,7 @@ class WatchController:
             await self._drain_events()
             consumer.cancel()
             for path in self._ca_files.values():
-                with _suppress_os_error():
+                with contextlib.suppress(OSError):
                     os.unlink(path)
 
     async def _stop_watcher(self) -> None:
@@ -695,11 +697,3 @@ class _UnavailableStore:
 
     def resolve(self, ident: str) -> Any:
         raise StoreError(self.reason)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, OSError)
