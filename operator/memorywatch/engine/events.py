@@ -132,4 +132,32 @@ class NoteEvent:
         return {"event": "note", "time": iso(self.time), "target": self.target, "message": self.message}
 
 
-Event = SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent
+@dataclasses.dataclass(frozen=True)
+class FaultEvent:
+    """A task of the engine (a target's loop, a capture, a baseline, a rule) failed unexpectedly. The engine
+    restarts it with backoff; the operator turns this into a `Degraded` condition and a Warning event.
+
+    `component` names the task (`loop`, `capture`, `baseline`, `rule:<name>`, ...); `cause` is the exception's
+    class name; `message` a one-line explanation that is safe to show (no secrets, bounded length);
+    `retry_seconds` when the task will be retried, or None when it will not."""
+
+    target: str
+    time: float
+    component: str
+    cause: str
+    message: str
+    retry_seconds: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "event": "fault",
+            "time": iso(self.time),
+            "target": self.target,
+            "component": self.component,
+            "cause": self.cause,
+            "message": self.message,
+            "retrySeconds": self.retry_seconds,
+        }
+
+
+Event = SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent | FaultEvent
