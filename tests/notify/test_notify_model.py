@@ -113,3 +113,8 @@ def test_the_event_comes_from_the_manifest() -> None:
     assert event.errors == ("cpu: refused",) and event.action == "EvictPod"
     bare = event_from_manifest({"breaches": ["junk"], "files": "junk"}, "file:///y")
     assert bare.kind == "" and bare.report is None
+
+
+def test_a_bad_port_is_refused() -> None:
+    with pytest.raises(SinkUrlRefused, match="does not parse"):
+        check_sink_url("https://hooks.example.com:99999/x")

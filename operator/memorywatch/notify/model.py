@@ -146,7 +146,7 @@ def check_sink_url(url: str, *, allow_http: bool = False, allow_loopback: bool =
     the control for names that resolve to internal addresses."""
     try:
         parts = urllib.parse.urlsplit(url.strip())
-        port = parts.port
+        _ = parts.port  # raises for a port that is not a number in range
     except ValueError:
         raise SinkUrlRefused("the sink URL does not parse as a URL") from None
     schemes: Sequence[str] = ("https", "http") if allow_http else ("https",)
@@ -158,7 +158,6 @@ def check_sink_url(url: str, *, allow_http: bool = False, allow_loopback: bool =
         raise SinkUrlRefused(
             "the sink URL must not carry user:password@ (put the credential in the path or query)"
         )
-    del port
     try:
         address = ipaddress.ip_address(parts.hostname)
     except ValueError:
