@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memorywatch.api.units import format_bytes
+from memorywatch.report import REPORT_FILE
 from memorywatch.store import CaptureNotFound, CaptureRef, CaptureStore, FilesystemStore, StoreError
 from memorywatch.store.base import MANIFEST_NAME, safe_segment
 
@@ -149,6 +150,15 @@ def _show(console: Console, store: CaptureStore, ref: CaptureRef, output: str) -
     for err in m.get("errors", []):
         console.print(f"[yellow]not captured:[/yellow] {err}")
     names = {f["name"] for f in m.get("files", [])}
+    if REPORT_FILE in names:
+        if ref.location.startswith("file://"):
+            console.print(
+                f"report: {ref.location.removeprefix('file://')}/{REPORT_FILE}  (open it in a browser)"
+            )
+        else:
+            console.print(
+                f"report: {REPORT_FILE} in {ref.location}; `captures get` copies it with the profiles"
+            )
     if "heap.pb.gz" in names:
         base = "-diff_base heap-baseline.pb.gz " if "heap-baseline.pb.gz" in names else ""
         if ref.location.startswith("file://"):

@@ -1,10 +1,13 @@
-"""The operator's Prometheus metrics: bounded label sets only (no pod or MemoryWatch names)."""
+"""The operator's Prometheus metrics: bounded label sets only (no pod names; per-watch series are described below)."""
 
 from __future__ import annotations
+
+import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from memorywatch import __version__
+from memorywatch.rules.model import RuleKind
 
 SCRAPES = Counter("memorywatch_scrapes", "Scrapes of target pods, by result (ok, error).", ["result"])
 SCRAPE_SECONDS = Histogram(
@@ -21,3 +24,79 @@ WATCHES = Gauge("memorywatch_watches", "MemoryWatch objects being reconciled by 
 TARGETS = Gauge("memorywatch_targets", "Pods being watched across all MemoryWatch objects.")
 BUILD = Info("memorywatch_build", "The operator's version.")
 BUILD.info({"version": __version__})
+
+# Per-watch state, for alerts and the dashboard (charts/memorywatch/templates/prometheusrule.yaml, the
+# dashboard ConfigMap). Labels are the MemoryWatch's namespace (`watch_namespace`: Prometheus already gives
+# every series the operator pod's own `namespace`) and name, and a rule kind or result: one
+# series per MemoryWatch object the operator already holds in memory, removed by `forget_watch` when the
+# watch goes. Never a pod name, a rule name or anything else a tenant can multiply.
+WATCH_TARGETS = Gauge(
+    "memorywatch_watch_targets", "Pods a MemoryWatch selects and watches.", ["watch_namespace", "memorywatch"]
+)
+WATCH_TARGETS_FAILING = Gauge(
+    "memorywatch_watch_targets_failing",
+    "Pods of a MemoryWatch whose latest scrape failed (unreachable, refused, not pprof, over a budget).",
+    ["watch_namespace", "memorywatch"],
+)
+WATCH_BREACHES = Counter(
+    "memorywatch_watch_breaches",
+    "Rule breaches of a MemoryWatch, by rule kind.",
+    ["watch_namespace", "memorywatch", "kind"],
+)
+WATCH_CAPTURES = Counter(
+    "memorywatch_watch_captures",
+    "Captures of a MemoryWatch, by result (ok, partial, error).",
+    ["watch_namespace", "memorywatch", "result"],
+)
+WATCH_STORE_AVAILABLE = Gauge(
+    "memorywatch_watch_store_available",
+    "1 when the capture store of a MemoryWatch took its latest write (or check), 0 when it failed; with S3 "
+    "and the PVC fallback, 0 means the PVC failed too.",
+    ["watch_namespace", "memorywatch"],
+)
+WATCH_STORE_DEGRADED = Gauge(
+    "memorywatch_watch_store_degraded",
+    "1 when a MemoryWatch's S3 store failed and its captures go to the PVC fallback, else 0.",
+    ["watch_namespace", "memorywatch"],
+)
+STORE_CAPACITY_BYTES = Gauge(
+    "memorywatch_store_capacity_bytes", "Size of the operator's local capture volume (the PVC), from statvfs."
+)
+STORE_FREE_BYTES = Gauge(
+    "memorywatch_store_free_bytes",
+    "Free bytes on the operator's local capture volume (the PVC), from statvfs.",
+)
+NOTIFICATIONS = Counter(
+    "memorywatch_notifications",
+    "Capture notifications to sinks, by sink kind (webhook, slack) and result (sent, failed, dropped).",
+    ["sink", "result"],
+)
+
+_PER_WATCH = (WATCH_TARGETS, WATCH_TARGETS_FAILING, WATCH_STORE_AVAILABLE, WATCH_STORE_DEGRADED)
+CAPTURE_RESULTS = ("ok", "partial", "error")
+
+
+def forget_watch(namespace: str, memorywatch: str) -> None:
+    """Drop a deleted MemoryWatch's series, so the per-watch metrics never outlive their objects."""
+    for gauge in _PER_WATCH:
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, memorywatch)
+    for kind in RuleKind:
+        with contextlib.suppress(KeyError):
+            WATCH_BREACHES.remove(namespace, memorywatch, str(kind))
+    for result in CAPTURE_RESULTS:
+        with contextlib.suppress(KeyError):
+            WATCH_CAPTURES.remove(namespace, memorywatch, result)
+
+
+def register_watch(namespace: str, memorywatch: str) -> None:
+    """Create a MemoryWatch's series at zero when it starts, so `increase()` sees its first breach/capture.
+
+    (A counter series born at 1 has no earlier sample, and PromQL's increase() over it is empty.)"""
+    for kind in RuleKind:
+        WATCH_BREACHES.labels(namespace, memorywatch, str(kind))
+    for result in CAPTURE_RESULTS:
+        WATCH_CAPTURES.labels(namespace, memorywatch, result)
+    WATCH_TARGETS.labels(namespace, memorywatch)
+    WATCH_TARGETS_FAILING.labels(namespace, memorywatch)
+    WATCH_STORE_DEGRADED.labels(namespace, memorywatch)

@@ -18,6 +18,7 @@ from memorywatch.api.units import format_bytes
 from memorywatch.pprof import PprofError
 from memorywatch.pprof.goroutines import GoroutineProfile, diff_goroutines, parse_goroutine_debug1
 from memorywatch.pprof.profiles import parse_profile, profile_info, top_growth_by_function
+from memorywatch.report import REPORT_FILE, ReportInput, render_report
 from memorywatch.rules.model import Breach, RuleKind
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
@@ -265,6 +266,10 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
             records.append(
                 await asyncio.to_thread(pending.write, GOROUTINE_BASELINE_FILE, req.baseline.goroutines_text)
             )
+        files = [
+            dict(r.as_json(), **_describe(r.name, fetched.get(r.name)), **notes.get(r.name, {}))
+            for r in records
+        ]
         manifest = {
             "schemaVersion": 1,
             "kind": "MemoryWatchCapture",
@@ -293,12 +298,16 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
             },
             "goroutines": {"total": goroutine_total, "topGrowth": goroutines},
             "memstatsSeries": _series(req.recent),
-            "files": [
-                dict(r.as_json(), **_describe(r.name, fetched.get(r.name)), **notes.get(r.name, {}))
-                for r in records
-            ],
+            "files": files,
             "errors": errors,
         }
+        report = await asyncio.to_thread(_render_report, manifest, fetched.get("heap.pb.gz"), req.baseline)
+        if report is not None:
+            record = await asyncio.to_thread(pending.write, REPORT_FILE, report)
+            records.append(record)
+            files.append(dict(record.as_json(), format="html"))
+        else:
+            errors.append(f"{REPORT_FILE}: not rendered (see the operator's log); the profiles are complete")
         location = await asyncio.to_thread(pending.commit, manifest)
     except BaseException:
         await asyncio.to_thread(pending.abort)
@@ -310,6 +319,20 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
         errors=tuple(errors),
         manifest=manifest,
     )
+
+
+def _render_report(
+    manifest: Mapping[str, Any], heap: bytes | None, baseline: Baseline | None
+) -> bytes | None:
+    """The HTML report, or None if rendering failed: a report is a reading aid, never worth a capture."""
+    try:
+        page = render_report(ReportInput(manifest, heap, baseline.heap if baseline else None))
+    except Exception:  # any bug in rendering hostile data must leave the capture intact
+        log.exception(
+            "cannot render %s for %s; the capture is kept without it", REPORT_FILE, manifest.get("pod")
+        )
+        return None
+    return page.encode("utf-8")
 
 
 async def _fetch_groups(scraper: Scraper, target: TargetConfig) -> tuple[str, bytes, bool]:
