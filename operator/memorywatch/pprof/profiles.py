@@ -9,7 +9,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from memorywatch.pprof import profile_pb2
-from memorywatch.pprof.errors import ProfileCorrupt, ProfileTooLarge, ProfileTruncated, SampleTypeMissing
+from memorywatch.pprof.errors import (
+    BudgetExceeded,
+    ProfileCorrupt,
+    ProfileTooLarge,
+    ProfileTruncated,
+    SampleTypeMissing,
+)
 from memorywatch.pprof.goroutines import Frame, is_runtime_function
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -142,8 +148,10 @@ def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_profile(data: bytes, max_decompressed_bytes: int) -> Profile:
-    """Decode a (gzipped or raw) pprof profile. Raises ProfileTruncated, ProfileCorrupt or ProfileTooLarge."""
+def parse_profile(data: bytes, max_decompressed_bytes: int, *, max_samples: int | None = None) -> Profile:
+    """Decode a (gzipped or raw) pprof profile. Raises ProfileTruncated, ProfileCorrupt or ProfileTooLarge,
+    and BudgetExceeded when it has more than `max_samples` samples (or locations): resolving each costs
+    a few hundred bytes of Python objects, so a profile with millions is refused before that happens."""
     raw = gunzip_capped(data, max_decompressed_bytes)
     if not raw:
         raise ProfileCorrupt("expected a pprof protobuf, saw an empty body")
@@ -152,6 +160,11 @@ def parse_profile(data: bytes, max_decompressed_bytes: int) -> Profile:
         message.ParseFromString(raw)
     except (DecodeError, ValueError, RecursionError) as e:
         raise ProfileCorrupt(f"expected a pprof protobuf, saw bytes that do not decode ({e})") from None
+    del raw
+    if max_samples is not None:
+        for what, count in (("samples", len(message.sample)), ("locations", len(message.location))):
+            if count > max_samples:
+                raise BudgetExceeded(f"profile {what}", "max_profile_samples", max_samples, count)
     return _resolve(message)
 
 

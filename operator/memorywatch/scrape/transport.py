@@ -16,12 +16,13 @@ from typing import TypeVar
 
 import httpx
 
-from memorywatch.pprof.errors import PprofError
+from memorywatch.pprof.errors import BudgetExceeded, PprofError
 from memorywatch.scrape.config import Limits, TargetConfig
 from memorywatch.scrape.errors import (
     HTTPStatusError,
     MalformedResponse,
     NotFound,
+    OverBudget,
     ResponseTooLarge,
     ScrapeError,
     ScrapeTimeout,
@@ -30,6 +31,7 @@ from memorywatch.scrape.errors import (
     Unauthorized,
 )
 from memorywatch.scrape.pool import ClientPool
+from memorywatch.workers import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,10 @@ async def get(
                 return await consume(body)
     except TimeoutError:
         raise ScrapeTimeout(name, shown_path, "total", total_seconds) from None
+    except BudgetExceeded as exc:
+        raise OverBudget(name, shown_path, str(exc), exc.limit_name, exc.limit) from None
+    except WorkerError as exc:
+        raise OverBudget(name, shown_path, str(exc), exc.limit_name, exc.limit) from None
     except PprofError as exc:
         raise MalformedResponse(name, shown_path, str(exc)) from exc
     except httpx.HTTPError as exc:
