@@ -162,3 +162,59 @@ Commercial support is available at
 </body>
 </html>
 """
+
+
+def profile_bomb(samples: int) -> bytes:
+    """A valid gzipped pprof heap profile with `samples` samples of one stack: ~30 KiB on the wire per
+    million samples, and hundreds of MiB of Python objects if decoded without a sample budget."""
+    from memorywatch.pprof import profile_pb2
+
+    profile = profile_pb2.Profile()
+    profile.string_table.extend(["", "inuse_space", "bytes", "main.bomb", "bomb.go"])
+    value_type = profile.sample_type.add()
+    value_type.type, value_type.unit = 1, 2
+    function = profile.function.add()
+    function.id, function.name, function.filename = 1, 3, 4
+    location = profile.location.add()
+    location.id = 1
+    line = location.line.add()
+    line.function_id, line.line = 1, 7
+    one = profile_pb2.Sample(location_id=[1], value=[1]).SerializeToString()
+    # Repeated field 2 (sample): tag, length, message; written by hand so a million costs no Python objects.
+    entry = b"\x12" + bytes([len(one)]) + one
+    return gzip_bytes(profile.SerializeToString() + entry * samples)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    deflate = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return deflate.compress(data) + deflate.flush()
+
+
+def goroutine_groups_text(groups: int) -> bytes:
+    """goroutine?debug=1 with `groups` distinct stacks (each a different PC), as a hostile target lies."""
+    parts = [f"goroutine profile: total {groups}\n".encode()]
+    for i in range(groups):
+        pc = 0x400000 + i * 16
+        parts.append(f"1 @ {pc:#x}\n#\t{pc:#x}\tmain.stack{i}+0x10\t/src/main.go:{i + 1}\n\n".encode())
+    return b"".join(parts)
+
+
+def memstats_array_heap_text(entries: int) -> bytes:
+    """heap?debug=1 whose MemStats PauseNs array has `entries` numbers (Go prints 256)."""
+    return (
+        b"heap profile: 1: 1024 [1: 1024] @ heap/1048576\n"
+        b"1: 1024 [1: 1024] @ 0x401000\n#\t0x401000\tmain.f+0x1\t/src/main.go:1\n\n"
+        b"# runtime.MemStats\n# Alloc = 1024\n# Sys = 4194304\n# PauseNs = ["
+        + b" ".join([b"1000"] * entries)
+        + b"]\n# NumGC = 3\n"
+    )
+
+
+def big_metrics_text(mebibytes: int) -> bytes:
+    """A /metrics body of `mebibytes` MiB: an application's own series, then the Go series we read."""
+    line = b'app_requests_total{path="/api/v1/items",code="200",instance="replica-0001"} 123456\n'
+    head = line * (mebibytes * 1024 * 1024 // len(line))
+    return (
+        head
+        + b"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 5.0e+07\ngo_goroutines 12\n"
+    )

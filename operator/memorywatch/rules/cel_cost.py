@@ -181,13 +181,16 @@ def evaluate(
     base_activation: Activation,
     variables: dict[str, Any],
     *,
-    max_steps: int = MAX_STEPS,
-    max_seconds: float = MAX_EVAL_SECONDS,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
 ) -> celtypes.Value:
     """Evaluate `ast` like celpy's InterpretedRunner, within the step and time budget. Raises
     CelBudgetError when over it (even if celpy caught the stop on the way and made a value of it), and
     otherwise whatever celpy raises (CELEvalError, RecursionError, ...)."""
-    meter = _Meter(max_steps, max_seconds)
+    meter = _Meter(
+        MAX_STEPS if max_steps is None else max_steps,
+        MAX_EVAL_SECONDS if max_seconds is None else max_seconds,
+    )
     evaluator = _MeteredEvaluator(ast, base_activation, meter)
     try:
         value = evaluator.evaluate(variables)
