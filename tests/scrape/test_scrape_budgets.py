@@ -91,7 +91,8 @@ async def test_a_profile_bomb_is_refused_in_a_worker_naming_the_sample_budget(
     bomb = profile_bomb(2_000_000)  # ~60 KiB on the wire
     async with (
         RawServer(serving(recorded, debug_pprof_heap=bomb)) as server,
-        Scraper(Limits(max_decompressed_bytes=64 << 20), proc_rss=False) as scraper,loop_lag() as lag
+        Scraper(Limits(max_decompressed_bytes=64 << 20), proc_rss=False) as scraper,
+        loop_lag() as lag,
     ):
         with pytest.raises(OverBudget) as caught:
             await scraper.fetch_profile(TargetConfig(server.url), "heap")
@@ -154,7 +155,8 @@ async def test_50000_goroutine_stacks_are_refused_naming_the_group_budget(
     assert len(stacks) > 1 << 20  # big enough to go to a worker
     async with (
         RawServer(serving(recorded, **{"debug_pprof_goroutine?debug=1": stacks})) as server,
-        Scraper(proc_rss=False) as scraper,loop_lag() as lag
+        Scraper(proc_rss=False) as scraper,
+        loop_lag() as lag,
     ):
         with pytest.raises(OverBudget) as caught:
             await scraper.sample(
