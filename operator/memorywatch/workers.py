@@ -295,6 +295,10 @@ class WorkerPool:
         try:
             async with asyncio.timeout(_STARTUP_SECONDS):
                 kind, _ = await self._receive(worker)
+        except asyncio.CancelledError:
+            worker.kill()
+            await asyncio.shield(asyncio.to_thread(worker.reap))
+            raise
         except (TimeoutError, EOFError, OSError) as e:
             worker.kill()
             await asyncio.to_thread(worker.reap)
