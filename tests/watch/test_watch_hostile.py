@@ -20,21 +20,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from scrape.hostile_servers import (
-    RawServer,
-    Request,
-    big_metrics_text,
-    goroutine_groups_text,
-    memstats_array_heap_text,
-    profile_bomb,
-    respond,
-    send_chunk,
-    start_chunked,
-)
+from scrape.hostile_servers import RawServer, hostile_go_handler
 from support.gotargets import GoTarget
 from support.watch import WatchRun, memorywatch_cmd
 
@@ -42,49 +31,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 WINDOW_SECONDS = 40
 DURATION_SECONDS = 110
-HOSTILE_GOROUTINES = 987_654  # what the hostile index page claims; the Threshold rule keys on it
 RULES = f"""
 - {{name: goroutine-leak, kind: GoroutineGrowth, window: {WINDOW_SECONDS}s, minGrowth: "300"}}
 - {{name: heap-growth, kind: HeapGrowth, window: {WINDOW_SECONDS}s, minGrowth: 16Mi}}
 - {{name: hostile-count, kind: Threshold, expression: "goroutines > 900000"}}
 """
-
-
-def hostile_handler(kind: str, fixtures: pathlib.Path) -> Any:
-    index = (
-        (fixtures / "index.html")
-        .read_bytes()
-        .replace(b"<td>50</td>", f"<td>{HOSTILE_GOROUTINES}</td>".encode())
-    )
-    heap_text = (fixtures / "heap_debug1.txt").read_bytes()
-    metrics = big_metrics_text(30)
-    bomb = profile_bomb(2_000_000)
-    stacks = goroutine_groups_text(50_000)
-    arrays = memstats_array_heap_text(200_000)
-
-    async def handler(request: Request, writer: asyncio.StreamWriter) -> None:
-        path, debug = request.path, "debug=1" in request.target
-        if path == "/debug/pprof/":
-            await respond(writer, 200, index, content_type="text/html; charset=utf-8")
-        elif path == "/debug/pprof/heap" and debug:
-            if kind == "arrays":
-                await respond(writer, 200, arrays)
-            elif kind == "hang":
-                await start_chunked(writer)
-                await send_chunk(writer, heap_text[:4096])
-                await asyncio.Event().wait()
-            else:
-                await respond(writer, 200, heap_text)
-        elif path == "/metrics" and kind == "bomb":
-            await respond(writer, 200, metrics)
-        elif path == "/debug/pprof/heap":
-            await respond(writer, 200, bomb, content_type="application/octet-stream")
-        elif path == "/debug/pprof/goroutine" and debug:
-            await respond(writer, 200, stacks)
-        else:
-            await respond(writer, 404, b"404 page not found\n")
-
-    return handler
 
 
 class HostileServers:
@@ -99,7 +50,7 @@ class HostileServers:
     def __enter__(self) -> dict[str, str]:
         self.thread.start()
         for kind in ("bomb", "arrays", "hang"):
-            server = RawServer(hostile_handler(kind, self.fixtures))
+            server = RawServer(hostile_go_handler(kind, self.fixtures))
             asyncio.run_coroutine_threadsafe(server.__aenter__(), self.loop).result(30)
             self.servers[kind] = server
         return {kind: server.url for kind, server in self.servers.items()}
