@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from memorywatch.rules.model import Probe
-from memorywatch.scrape import Limits, OverBudget, Scraper, ScrapeTimeout, TargetConfig
+from memorywatch.scrape import Limits, OverBudget, ResponseTooLarge, Scraper, ScrapeTimeout, TargetConfig
 from scrape.hostile_servers import (
     RawServer,
     Request,
@@ -193,3 +193,22 @@ async def test_a_port_forwarded_target_never_reads_rss_from_proc(recorded: Calla
     # 127.0.0.1 here is this test process, as a port-forward's listener is the operator itself.
     assert local.rss_source == "proc"
     assert forwarded.rss_source == "maxrss"
+
+
+async def test_bodies_held_at_once_are_bounded_across_targets(recorded: Callable[[str], bytes]) -> None:
+    big = b"goroutine 1 [running]:\n" + b"x" * (3 << 20)
+    async with (
+        RawServer(serving(recorded, **{"debug_pprof_goroutine": big})) as server,
+        Scraper(Limits(max_buffered_bytes=4 << 20), proc_rss=False) as scraper,
+    ):
+        target = TargetConfig(server.url)
+        first = await scraper.fetch_text(target, "goroutine", params={"debug": 2})
+        assert len(first.data) == len(big)  # one fits; its bytes are given back once consumed
+        results = await asyncio.gather(
+            *(scraper.fetch_text(target, "goroutine", params={"debug": 2}) for _ in range(3)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, ResponseTooLarge)]
+        assert refused and all(r.limit_name == "max_buffered_bytes" for r in refused)
+        assert any(not isinstance(r, BaseException) for r in results)
+        assert scraper._pool is not None and scraper._pool.buffered.held == 0

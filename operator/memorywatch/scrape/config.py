@@ -182,6 +182,7 @@ class Limits:
     max_inline_parse_seconds: float = 2.0
     max_line_bytes: int = 16 * 1024
     max_baseline_bytes: int = 2 * MiB
+    max_buffered_bytes: int = 256 * MiB
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -209,6 +210,7 @@ class Limits:
             "max_text_bytes": clamp(memory_bytes // 32, 4 * MiB, 32 * MiB),
             "max_stacks_bytes": clamp(memory_bytes // 16, 8 * MiB, 64 * MiB),
             "max_baseline_bytes": clamp(memory_bytes // 512, 512 * 1024, 2 * MiB),
+            "max_buffered_bytes": clamp(memory_bytes // 4, 64 * MiB, 2048 * MiB),
         }
         sized.update(overrides)
         return cls(**sized)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from memorywatch.scrape.errors import (
     TLSFailure,
     Unauthorized,
 )
-from memorywatch.scrape.pool import ClientPool
+from memorywatch.scrape.pool import BufferedBytes, ClientPool
 from memorywatch.workers import WorkerError
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Body:
     truncate_at_cap: bool = False
     truncated: bool = False
     bytes_read: int = 0
+    buffered: BufferedBytes | None = None
 
     @property
     def content_type(self) -> str:
@@ -100,10 +101,13 @@ class Body:
                 if not self.truncate_at_cap:
                     raise ResponseTooLarge(self.target, self.path, self.limit_name, self.limit_bytes)
                 self.truncated = True
-                if room > 0:
+                if room > 0 and (self.buffered is None or self.buffered.take(room)):
                     self.bytes_read += room
                     yield data[:room]
                 return
+            if self.buffered is not None and not self.buffered.take(len(data)):
+                cap = self.buffered.cap
+                raise ResponseTooLarge(self.target, self.path, "max_buffered_bytes", cap)
             self.bytes_read += len(data)
             if data:
                 yield data
@@ -198,7 +202,11 @@ async def get(
             ) as response:
                 await _check_status(response, name, shown_path, target.bearer_token)
                 body = Body(response, name, shown_path, limit_bytes, limit_name, truncate_at_cap)
-                return await consume(body)
+                body.buffered = pool.buffered
+                try:
+                    return await consume(body)
+                finally:
+                    pool.buffered.give_back(body.bytes_read)
     except TimeoutError:
         raise ScrapeTimeout(name, shown_path, "total", total_seconds) from None
     except BudgetExceeded as exc:
