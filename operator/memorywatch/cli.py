@@ -163,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from memorywatch.engine.watcher import Watcher, WatchSettings
     from memorywatch.output import JsonLines, LiveTable, PlainLines
-    from memorywatch.scrape import Scraper, TargetConfig, TLSConfig
+    from memorywatch.scrape import Limits, Scraper, TargetConfig, TLSConfig
     from memorywatch.store import FilesystemStore, StoreError
+    from memorywatch.workers import operator_memory_limit_bytes
 
     if args.rules:
         try:
@@ -243,7 +244,7 @@ def _watch(args: argparse.Namespace) -> int:
         renderer = PlainLines()
 
     async def go() -> bool:
-        async with Scraper() as scraper:
+        async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
             watcher = Watcher(rules, store, scraper, settings, renderer)
             for target in targets:
                 watcher.add_target(target.display_name, target)

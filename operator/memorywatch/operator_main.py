@@ -153,7 +153,8 @@ async def _main(
     import memorywatch.handlers  # noqa: F401 - registers the handlers
     from memorywatch.actions.runner import KubeActions
     from memorywatch.k8s import Kube, load_api_client
-    from memorywatch.scrape import Scraper
+    from memorywatch.scrape import Limits, Scraper
+    from memorywatch.workers import operator_memory_limit_bytes
 
     health = Health()
     runners: list[web.AppRunner] = []
@@ -190,7 +191,7 @@ async def _main(
             await asyncio.sleep(15)
 
     prober = asyncio.create_task(probe_api())
-    async with Scraper() as scraper:
+    async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
         memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=KubeActions(kube))
         ready = asyncio.Event()
         operator = asyncio.create_task(

@@ -19,6 +19,7 @@ from memorywatch.engine.events import (
     CaptureEvent,
     CaptureFailedEvent,
     Event,
+    FaultEvent,
     NoteEvent,
     SampleEvent,
     ScrapeFailedEvent,
@@ -69,6 +70,12 @@ def _event_line(event: Event) -> Text | None:
         return Text.assemble((f"{t} SCRAPE FAILED ", "yellow"), f"{event.target}: {event.error}{times}")
     if isinstance(event, NoteEvent):
         return Text.assemble((f"{t} NOTE ", "cyan"), f"{event.target}: {event.message}")
+    if isinstance(event, FaultEvent):
+        retry = "not retried" if event.retry_seconds is None else f"retrying in {event.retry_seconds:g}s"
+        return Text.assemble(
+            (f"{t} FAULT ", "bold magenta"),
+            f"{event.target} {event.component} ({event.cause}): {event.message}; {retry}",
+        )
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import pathlib
 import zlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -31,21 +32,22 @@ Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[None]]
 class RawServer:
     """`async with RawServer(handler) as server:` then scrape `server.url`. Requests seen are in `requests`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         self._handler = handler
+        self._host = host
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.requests: list[Request] = []
         self.connections = 0
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._host}:{self.port}"
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, self._host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -162,3 +164,106 @@ Commercial support is available at
 </body>
 </html>
 """
+
+
+def profile_bomb(samples: int) -> bytes:
+    """A valid gzipped pprof heap profile with `samples` samples of one stack: ~30 KiB on the wire per
+    million samples, and hundreds of MiB of Python objects if decoded without a sample budget."""
+    from memorywatch.pprof import profile_pb2
+
+    profile = profile_pb2.Profile()
+    profile.string_table.extend(["", "inuse_space", "bytes", "main.bomb", "bomb.go"])
+    value_type = profile.sample_type.add()
+    value_type.type, value_type.unit = 1, 2
+    function = profile.function.add()
+    function.id, function.name, function.filename = 1, 3, 4
+    location = profile.location.add()
+    location.id = 1
+    line = location.line.add()
+    line.function_id, line.line = 1, 7
+    one = profile_pb2.Sample(location_id=[1], value=[1]).SerializeToString()
+    # Repeated field 2 (sample): tag, length, message; written by hand so a million costs no Python objects.
+    entry = b"\x12" + bytes([len(one)]) + one
+    return gzip_bytes(profile.SerializeToString() + entry * samples)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    deflate = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return deflate.compress(data) + deflate.flush()
+
+
+def goroutine_groups_text(groups: int) -> bytes:
+    """goroutine?debug=1 with `groups` distinct stacks (each a different PC), as a hostile target lies."""
+    parts = [f"goroutine profile: total {groups}\n".encode()]
+    for i in range(groups):
+        pc = 0x400000 + i * 16
+        parts.append(f"1 @ {pc:#x}\n#\t{pc:#x}\tmain.stack{i}+0x10\t/src/main.go:{i + 1}\n\n".encode())
+    return b"".join(parts)
+
+
+def memstats_array_heap_text(entries: int) -> bytes:
+    """heap?debug=1 whose MemStats PauseNs array has `entries` numbers (Go prints 256)."""
+    return (
+        b"heap profile: 1: 1024 [1: 1024] @ heap/1048576\n"
+        b"1: 1024 [1: 1024] @ 0x401000\n#\t0x401000\tmain.f+0x1\t/src/main.go:1\n\n"
+        b"# runtime.MemStats\n# Alloc = 1024\n# Sys = 4194304\n# PauseNs = ["
+        + b" ".join([b"1000"] * entries)
+        + b"]\n# NumGC = 3\n"
+    )
+
+
+def big_metrics_text(mebibytes: int) -> bytes:
+    """A /metrics body of `mebibytes` MiB: an application's own series, then the Go series we read."""
+    line = b'app_requests_total{path="/api/v1/items",code="200",instance="replica-0001"} 123456\n'
+    head = line * (mebibytes * 1024 * 1024 // len(line))
+    return (
+        head
+        + b"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 5.0e+07\ngo_goroutines 12\n"
+    )
+
+
+HOSTILE_GOROUTINES = 987_654  # what a hostile index page claims, so a Threshold rule can single it out
+
+
+def hostile_go_handler(kind: str, fixtures: pathlib.Path) -> Handler:
+    """A Go-looking target serving one kind of hostile input, from real recordings (`fixtures`):
+
+    - `bomb`: normal heap?debug=1, but 30 MiB of /metrics, a 2,000,000-sample profile bomb as its heap
+      profile, 50,000 distinct goroutine stacks, and an index claiming HOSTILE_GOROUTINES goroutines;
+    - `arrays`: a MemStats PauseNs array of 200,000 entries in heap?debug=1;
+    - `hang`: heap?debug=1 that stops mid-body and never finishes.
+    """
+    index = (
+        (fixtures / "index.html")
+        .read_bytes()
+        .replace(b"<td>50</td>", f"<td>{HOSTILE_GOROUTINES}</td>".encode())
+    )
+    heap_text = (fixtures / "heap_debug1.txt").read_bytes()
+    metrics = big_metrics_text(30)
+    bomb = profile_bomb(2_000_000)
+    stacks = goroutine_groups_text(50_000)
+    arrays = memstats_array_heap_text(200_000)
+
+    async def handler(request: Request, writer: asyncio.StreamWriter) -> None:
+        path, debug = request.path, "debug=1" in request.target
+        if path == "/debug/pprof/":
+            await respond(writer, 200, index, content_type="text/html; charset=utf-8")
+        elif path == "/debug/pprof/heap" and debug:
+            if kind == "arrays":
+                await respond(writer, 200, arrays)
+            elif kind == "hang":
+                await start_chunked(writer)
+                await send_chunk(writer, heap_text[:4096])
+                await asyncio.Event().wait()
+            else:
+                await respond(writer, 200, heap_text)
+        elif path == "/metrics" and kind == "bomb":
+            await respond(writer, 200, metrics)
+        elif path == "/debug/pprof/heap":
+            await respond(writer, 200, bomb, content_type="application/octet-stream")
+        elif path == "/debug/pprof/goroutine" and debug:
+            await respond(writer, 200, stacks)
+        else:
+            await respond(writer, 404, b"404 page not found\n")
+
+    return handler

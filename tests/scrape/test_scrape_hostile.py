@@ -416,7 +416,8 @@ async def test_heap_text_in_odd_chunks_or_compressed_by_a_proxy_parses_the_same(
         Scraper(proc_rss=False) as scraper,
     ):
         sample = await scraper.sample(TargetConfig(server.url))
-    assert sample.memstats == expected.memstats
+    assert expected.memstats is not None
+    assert sample.memstats == expected.memstats.without_arrays()  # a sample keeps no PauseNs/PauseEnd
     assert sample.heap_live_bytes == expected.live_bytes_estimate
     assert sample.heap_live_objects == expected.live_objects_estimate
 

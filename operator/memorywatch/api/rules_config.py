@@ -17,6 +17,7 @@ import yaml
 from celpy.celparser import CELParseError
 
 from memorywatch.api import units
+from memorywatch.rules import cel_cost
 from memorywatch.rules.model import RuleKind, RuleSpec
 
 __all__ = ["ConfigError", "default_rules", "load_rules_yaml", "rules_from_dicts"]
@@ -24,7 +25,7 @@ __all__ = ["ConfigError", "default_rules", "load_rules_yaml", "rules_from_dicts"
 MAX_RULES = 32
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAME_MAX = 63
-_EXPRESSION_MAX = 4096
+_EXPRESSION_MAX = cel_cost.MAX_EXPRESSION_CHARS  # the CRD's maxLength
 _KINDS = ", ".join(kind.value for kind in RuleKind)
 
 # Bounds in seconds: (lowest, highest). A window below 10s cannot hold a trend; above a day the series cap
@@ -136,13 +137,21 @@ def _describe(index: int, error: Mapping[str, Any]) -> str:
 def _compile_problem(expression: str) -> str | None:
     """Why the CEL expression does not compile, or None when it does."""
     try:
-        celpy.Environment().compile(expression)
+        tree = celpy.Environment().compile(expression)
+    except RecursionError:
+        return (
+            f"{expression[:60]!r}… is nested too deeply to compile (limit MAX_AST_DEPTH="
+            f"{cel_cost.MAX_AST_DEPTH}): use fewer parentheses or shorter operator chains"
+        )
     except CELParseError as error:
         where = f" at column {error.column}" if getattr(error, "column", None) else ""
         line = getattr(error, "line", None)
         if line and line > 1:
             where = f" at line {line}{', column ' + str(error.column) if error.column else ''}"
         return f"{expression!r} is not a valid CEL expression: syntax error{where}"
+    problem = cel_cost.static_problem(expression, tree)
+    if problem is not None:
+        return f"over the CEL budget: the expression {problem} (limit {problem.limit_name})"
     return None
 
 

@@ -15,14 +15,15 @@ from typing import Any, Protocol
 
 from memorywatch import __version__
 from memorywatch.api.units import format_bytes
-from memorywatch.pprof import PprofError
-from memorywatch.pprof.goroutines import GoroutineProfile, diff_goroutines, parse_goroutine_debug1
-from memorywatch.pprof.profiles import parse_profile, profile_info, top_growth_by_function
-from memorywatch.report import REPORT_FILE, ReportInput, render_report
+from memorywatch.pprof import PprofError, jobs
+from memorywatch.pprof.profiles import ProfileInfo
+from memorywatch.report import REPORT_FILE
+from memorywatch.report.jobs import render_report_job
 from memorywatch.rules.model import Breach, RuleKind
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
 from memorywatch.store import CaptureKey, CaptureStore, FileRecord
+from memorywatch.workers import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ DEFAULT_PROFILES: tuple[str, ...] = ("heap", "goroutine", "goroutine-stacks")
 HEAP_BASELINE_FILE = "heap-baseline.pb.gz"
 GOROUTINE_BASELINE_FILE = "goroutine-baseline.txt"
 GOROUTINE_GROUPS_FILE = "goroutine.txt"
-MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024
 MIN_SUMMARY_HEAP_BYTES = 1 << 20
 
 
@@ -53,7 +53,10 @@ class ProfileSource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """What the target looked like when first seen: the reference a capture is diffed against."""
+    """What the target looked like when first seen: the reference a capture is diffed against.
+
+    Kept raw and bounded (Limits.max_baseline_bytes each): it is parsed only when a capture diffs against
+    it, in a bounded worker, so a new pod costs one small fetch, not a full profile decode."""
 
     time: float
     heap: bytes | None
@@ -82,40 +85,52 @@ class CaptureResult:
     manifest: Mapping[str, Any]
 
 
-async def take_baseline(scraper: Scraper, target: TargetConfig, now: float) -> Baseline:
-    """Fetch the reference heap profile and goroutine groups; a failure leaves that part empty."""
+async def take_baseline(
+    scraper: Scraper, target: TargetConfig, now: float, *, max_bytes: int | None = None
+) -> Baseline:
+    """Fetch the reference heap profile and goroutine groups, raw and at most `max_bytes` each (default
+    Limits.max_baseline_bytes), not parsed; a failure or an oversized answer leaves that part empty."""
+    limit = max_bytes if max_bytes is not None else scraper.limits.max_baseline_bytes
     heap: bytes | None = None
     groups: bytes | None = None
     try:
-        heap = await scraper.fetch_profile(target, "heap", params={})
+        heap = await scraper.fetch_profile(target, "heap", params={}, validate=False, max_bytes=limit)
     except ScrapeError as e:
         log.info("no baseline heap profile for %s: %s", target.display_name, e)
     try:
-        groups = (await scraper.fetch_text(target, "goroutine", params={"debug": "1"})).data
+        text = await scraper.fetch_text(target, "goroutine", params={"debug": "1"}, max_bytes=limit)
+        groups = None if text.truncated else text.data
     except ScrapeError as e:
         log.info("no baseline goroutine groups for %s: %s", target.display_name, e)
     return Baseline(time=now, heap=heap, goroutines_text=groups)
 
 
-async def _fetch(scraper: Scraper, req: CaptureRequest, profile: str) -> tuple[str, bytes, bool]:
+async def _fetch(scraper: Scraper, req: CaptureRequest, profile: str) -> tuple[str, bytes, bool, Any]:
     endpoint, params, filename = PROFILE_SOURCES[profile]
     if profile == "cpu":
         params = {"seconds": str(req.cpu_seconds)}
     if filename.endswith(".txt"):
         text = await scraper.fetch_text(req.target, endpoint, params=params)
-        return filename, text.data, text.truncated
-    return filename, await scraper.fetch_profile(req.target, endpoint, params=params), False
+        return filename, text.data, text.truncated, None
+    data, info = await scraper.fetch_profile_info(req.target, endpoint, params=params)
+    return filename, data, False, info
 
 
-def _heap_growth(baseline: Baseline | None, heap: bytes | None) -> list[dict[str, Any]]:
+async def _heap_growth(
+    scraper: Scraper, baseline: Baseline | None, heap: bytes | None, errors: list[str]
+) -> list[dict[str, Any]]:
+    """The heap diff, computed in a bounded worker (the baseline is parsed only now)."""
     if heap is None:
         return []
+    base = baseline.heap if baseline else None
     try:
-        new = parse_profile(heap, MAX_DECOMPRESSED_BYTES)
-        base = parse_profile(baseline.heap, MAX_DECOMPRESSED_BYTES) if baseline and baseline.heap else None
-    except PprofError as e:
+        result = await scraper.parse_in_worker(jobs.heap_growth, base, heap, scraper.limits.parse_budget)
+    except (PprofError, WorkerError) as e:
         log.info("cannot summarise the heap growth: %s", e)
+        errors.append(f"heap growth: {e}")
         return []
+    if result.note:
+        errors.append(result.note)
     return [
         {
             "function": g.function,
@@ -125,27 +140,26 @@ def _heap_growth(baseline: Baseline | None, heap: bytes | None) -> list[dict[str
             "inuseBytes": int(g.after),
             "stack": list(g.stack),
         }
-        for g in top_growth_by_function(base, new, sample_type="inuse_space", limit=10)
+        for g in result.growth
         if g.delta > 0
     ]
 
 
-def _goroutine_growth(
-    baseline: Baseline | None, groups_text: bytes | None
+async def _goroutine_growth(
+    scraper: Scraper, baseline: Baseline | None, groups_text: bytes | None, errors: list[str]
 ) -> tuple[list[dict[str, Any]], int | None]:
     if groups_text is None:
         return [], None
+    base = baseline.goroutines_text if baseline else None
     try:
-        now = parse_goroutine_debug1(groups_text.decode("utf-8", "replace"))
-        before = (
-            parse_goroutine_debug1(baseline.goroutines_text.decode("utf-8", "replace"))
-            if baseline and baseline.goroutines_text
-            else GoroutineProfile(total=0, groups=())
+        diff, total = await scraper.parse_in_worker(
+            jobs.goroutine_growth, base, groups_text, scraper.limits.parse_budget
         )
-    except PprofError as e:
+    except (PprofError, WorkerError) as e:
         log.info("cannot summarise the goroutine growth: %s", e)
+        errors.append(f"goroutine growth: {e}")
         return [], None
-    grown = [g for g in diff_goroutines(before, now) if g.delta > 0]
+    grown = [g for g in diff if g.delta > 0]
     if grown:  # drop the noise next to a real leak: a couple of connection goroutines coming and going
         floor = max(1, grown[0].delta // 20)
         grown = [g for g in grown if g.delta >= floor][:10]
@@ -162,7 +176,7 @@ def _goroutine_growth(
                 "labels": g.labels,
             }
         )
-    return out, now.total
+    return out, total
 
 
 def _leading_user_function(functions: Sequence[str]) -> str:
@@ -236,6 +250,7 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
     results = await asyncio.gather(*tasks, return_exceptions=True)
 
     fetched: dict[str, bytes] = {}
+    infos: dict[str, ProfileInfo] = {}
     notes: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     for profile, result in zip([*wanted, "goroutine-groups"], results, strict=True):
@@ -244,14 +259,18 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
         elif isinstance(result, BaseException):
             raise result
         else:
-            filename, data, truncated = result
+            filename, data, truncated, info = result
             fetched[filename] = data
+            if info is not None:
+                infos[filename] = info
             if truncated:
                 notes[filename] = {"truncated": True}
                 errors.append(f"{profile}: truncated at the size cap ({format_bytes(len(data))})")
 
-    heap = _heap_growth(req.baseline, fetched.get("heap.pb.gz"))
-    goroutines, goroutine_total = _goroutine_growth(req.baseline, fetched.get(GOROUTINE_GROUPS_FILE))
+    heap = await _heap_growth(scraper, req.baseline, fetched.get("heap.pb.gz"), errors)
+    goroutines, goroutine_total = await _goroutine_growth(
+        scraper, req.baseline, fetched.get(GOROUTINE_GROUPS_FILE), errors
+    )
     summary = summarise(req.breaches, heap, goroutines)
 
     key = CaptureKey(req.namespace, req.memorywatch, req.pod, when, req.breaches[0].rule)
@@ -267,7 +286,7 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
                 await asyncio.to_thread(pending.write, GOROUTINE_BASELINE_FILE, req.baseline.goroutines_text)
             )
         files = [
-            dict(r.as_json(), **_describe(r.name, fetched.get(r.name)), **notes.get(r.name, {}))
+            dict(r.as_json(), **_describe(r.name, infos.get(r.name)), **notes.get(r.name, {}))
             for r in records
         ]
         manifest = {
@@ -301,7 +320,7 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
             "files": files,
             "errors": errors,
         }
-        report = await asyncio.to_thread(_render_report, manifest, fetched.get("heap.pb.gz"), req.baseline)
+        report = await _render_report(scraper, manifest, fetched.get("heap.pb.gz"), req.baseline)
         if report is not None:
             record = await asyncio.to_thread(pending.write, REPORT_FILE, report)
             records.append(record)
@@ -321,30 +340,30 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
     )
 
 
-def _render_report(
-    manifest: Mapping[str, Any], heap: bytes | None, baseline: Baseline | None
+async def _render_report(
+    scraper: Scraper, manifest: Mapping[str, Any], heap: bytes | None, baseline: Baseline | None
 ) -> bytes | None:
-    """The HTML report, or None if rendering failed: a report is a reading aid, never worth a capture."""
+    """The HTML report, rendered in a bounded worker (it decodes the heap profiles again), or None if that
+    failed: a report is a reading aid, never worth a capture."""
+    budget = scraper.limits.parse_budget
     try:
-        page = render_report(ReportInput(manifest, heap, baseline.heap if baseline else None))
-    except Exception:  # any bug in rendering hostile data must leave the capture intact
+        return await scraper.parse_in_worker(
+            render_report_job, dict(manifest), heap, baseline.heap if baseline else None, budget
+        )
+    except Exception:  # any failure rendering hostile data (a bug, a budget, a dead worker) keeps the capture
         log.exception(
             "cannot render %s for %s; the capture is kept without it", REPORT_FILE, manifest.get("pod")
         )
         return None
-    return page.encode("utf-8")
 
 
-async def _fetch_groups(scraper: Scraper, target: TargetConfig) -> tuple[str, bytes, bool]:
+async def _fetch_groups(scraper: Scraper, target: TargetConfig) -> tuple[str, bytes, bool, Any]:
     text = await scraper.fetch_text(target, "goroutine", params={"debug": "1"})
-    return GOROUTINE_GROUPS_FILE, text.data, text.truncated
+    return GOROUTINE_GROUPS_FILE, text.data, text.truncated, None
 
 
-def _describe(name: str, data: bytes | None) -> dict[str, Any]:
-    if data is None or not name.endswith(".pb.gz"):
+def _describe(name: str, info: ProfileInfo | None) -> dict[str, Any]:
+    """The manifest's format entry; a profile's summary comes from its validation, not a second parse."""
+    if info is None:
         return {"format": "text" if name.endswith(".txt") else "pprof"}
-    try:
-        info = profile_info(parse_profile(data, MAX_DECOMPRESSED_BYTES))
-    except PprofError:
-        return {"format": "pprof"}
     return {"format": "pprof", "profile": info.as_json()}

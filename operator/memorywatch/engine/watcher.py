@@ -8,7 +8,9 @@ import contextlib
 import dataclasses
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
 
 from memorywatch.engine.capture import Baseline, CaptureRequest, capture, take_baseline
 from memorywatch.engine.events import (
@@ -16,12 +18,14 @@ from memorywatch.engine.events import (
     CaptureEvent,
     CaptureFailedEvent,
     Event,
+    FaultEvent,
     NoteEvent,
     SampleEvent,
     ScrapeFailedEvent,
 )
-from memorywatch.rules.engine import TargetJudge
+from memorywatch.rules.engine import Judgement, TargetJudge
 from memorywatch.rules.model import RuleKind, RuleSpec
+from memorywatch.rules.threshold import OVER_BUDGET
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
 from memorywatch.store import CaptureStore, StoreError
@@ -29,6 +33,10 @@ from memorywatch.store import CaptureStore, StoreError
 log = logging.getLogger(__name__)
 
 RECENT_SAMPLES = 240
+# Supervision: a task that fails unexpectedly is retried after min(interval * 2^(n-1), MAX_BACKOFF_SECONDS).
+MAX_BACKOFF_SECONDS = 300.0
+CAPTURE_RETRIES = 2  # a capture that fails unexpectedly is tried this many more times before giving up
+_FAULT_MESSAGE_CHARS = 300
 SPECIFICITY = (
     RuleKind.FINALIZER_BACKLOG,
     RuleKind.GOROUTINE_GROWTH,
@@ -67,6 +75,10 @@ class _TargetState:
     loop_task: asyncio.Task[None] | None = None
     failures: int = 0
     limit_bytes: int | None = None
+    baseline_faults: int = 0
+    baseline_retry_at: float = 0.0  # monotonic time before which a failed baseline is not retried
+    rule_faults: int = 0
+    loop_faults: int = 0
 
 
 class Watcher:
@@ -128,7 +140,7 @@ class Watcher:
         )
         self._states[key] = state
         if self._running:
-            state.loop_task = asyncio.create_task(self._loop(state), name=f"watch {key}")
+            self._start_loop(state)
 
     def remove_target(self, key: str) -> None:
         """Stop watching `key`. A capture under way still completes: evidence is never dropped."""
@@ -161,7 +173,7 @@ class Watcher:
         self._running = True
         for state in self._states.values():
             if state.loop_task is None:
-                state.loop_task = asyncio.create_task(self._loop(state), name=f"watch {state.key}")
+                self._start_loop(state)
         try:
             if self._settings.duration_seconds is not None:
                 with contextlib.suppress(TimeoutError):
@@ -184,11 +196,60 @@ class Watcher:
                 if s.baseline_task and not s.baseline_task.done():
                     s.baseline_task.cancel()
 
+    def _start_loop(self, state: _TargetState) -> None:
+        task = asyncio.create_task(self._loop(state), name=f"watch {state.key}")
+        state.loop_task = task
+        task.add_done_callback(lambda t: self._loop_ended(state, t))
+
+    def _loop_ended(self, state: _TargetState, task: asyncio.Task[None]) -> None:
+        """The last line of supervision: a loop that ended by itself (not cancelled, not stopped) while its
+        target is still watched is reported and started again, so no target silently stops being sampled."""
+        if task.cancelled() or self._stop.is_set() or not self._running:
+            return
+        if self._states.get(state.key) is not state or state.loop_task is not task:
+            return
+        error = task.exception()
+        state.loop_faults += 1
+        retry = self._backoff(state.loop_faults)
+        self._fault(state.key, "loop", error or RuntimeError("the loop returned"), retry)
+
+        async def restart() -> None:
+            await asyncio.sleep(retry)
+            current = asyncio.current_task()
+            if self._running and self._states.get(state.key) is state and state.loop_task is current:
+                self._start_loop(state)
+
+        state.loop_task = asyncio.create_task(restart(), name=f"restart {state.key}")
+
+    def _backoff(self, faults: int) -> float:
+        return float(min(self._settings.interval_seconds * 2 ** max(0, faults - 1), MAX_BACKOFF_SECONDS))
+
+    def _send(self, event: Event) -> None:
+        """Hand an event to the consumer; a consumer that raises must not end a target's loop."""
+        try:
+            self._emit(event)
+        except Exception:
+            log.exception("the event consumer failed on a %s for %s", type(event).__name__, event.target)
+
+    def _fault(self, key: str, component: str, error: BaseException, retry_seconds: float | None) -> None:
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:_FAULT_MESSAGE_CHARS]
+        log.warning("%s: %s failed (%s); retry in %s s", key, component, message, retry_seconds)
+        self._send(FaultEvent(key, self._clock(), component, type(error).__name__, message, retry_seconds))
+
     async def _loop(self, state: _TargetState) -> None:
         interval = self._settings.interval_seconds
         next_at = time.monotonic()
         while not self._stop.is_set():
-            await self._tick(state)
+            try:
+                await self._tick(state)
+            except Exception as error:  # noqa: BLE001 - supervision: report, back off, keep sampling
+                state.loop_faults += 1
+                retry = self._backoff(state.loop_faults)
+                self._fault(state.key, "loop", error, retry)
+                await asyncio.sleep(retry)
+                next_at = time.monotonic()
+                continue
+            state.loop_faults = 0
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:  # a slow scrape: skip missed ticks instead of bursting to catch up
@@ -206,20 +267,20 @@ class Watcher:
             # Aggregated: the first failure, then every tenth, so a dead target does not flood the output.
             if state.failures == 1 or state.failures % 10 == 0:
                 took = time.monotonic() - started
-                self._emit(
+                self._send(
                     ScrapeFailedEvent(name, self._clock(), str(e), type(e).__name__, state.failures, took)
                 )
             return
         took = time.monotonic() - started
         if state.failures:
-            self._emit(NoteEvent(name, sample.time, f"scrapes recovered after {state.failures} failure(s)"))
+            self._send(NoteEvent(name, sample.time, f"scrapes recovered after {state.failures} failure(s)"))
             state.failures = 0
         limit = state.limit_bytes if state.limit_bytes is not None else self._settings.limit_bytes
         if limit is not None and sample.limit_bytes is None:
             sample = dataclasses.replace(sample, limit_bytes=limit)
-        judgement = state.judge.observe(sample)
+        judgement = self._judge(state, sample)
         if judgement.restarted:
-            self._emit(
+            self._send(
                 NoteEvent(
                     name, sample.time, "the target restarted (its counters went back); trends start again"
                 )
@@ -227,17 +288,23 @@ class Watcher:
             state.recent.clear()
             state.baseline = None
             state.baseline_task = None
-        state.recent.append(sample)
+        # The window keeps what manifests use; the goroutine stacks stay with the judge (it needs one).
+        kept = (
+            sample
+            if sample.goroutine_profile is None
+            else dataclasses.replace(sample, goroutine_profile=None)
+        )
+        state.recent.append(kept)
         self._ensure_baseline(state, sample.time)
-        self._emit(SampleEvent(name, sample, state.judge.status(), took))
+        self._send(SampleEvent(name, sample, state.judge.status(), took))
         if not judgement.breaches:
             return
         for breach in judgement.breaches:
-            self._emit(BreachEvent(name, breach))
+            self._send(BreachEvent(name, breach))
         # The most specific verdict names the capture: a blocked finalizer explains the heap growth it causes.
         breaches = sorted(judgement.breaches, key=lambda b: SPECIFICITY.index(b.kind))
         if state.capture_task and not state.capture_task.done():
-            self._emit(
+            self._send(
                 NoteEvent(
                     name,
                     sample.time,
@@ -258,27 +325,85 @@ class Watcher:
         )
         state.capture_task = asyncio.create_task(self._capture(name, req))
 
+    def _judge(self, state: _TargetState, sample: Sample) -> Judgement:
+        """The judge's verdict on one sample. A rule that raises is a fault of that rule, reported (first
+        time, then every tenth in a row) without ending the loop; the sample is still recorded."""
+        try:
+            judgement = state.judge.observe(sample)
+        except Exception as error:  # noqa: BLE001
+            state.rule_faults += 1
+            if state.rule_faults == 1 or state.rule_faults % 10 == 0:
+                rule = _failing_rule(error.__traceback__)
+                component = f"rule:{rule}" if rule else "rules"
+                self._fault(state.key, component, error, self._settings.interval_seconds)
+            return Judgement()
+        state.rule_faults = 0
+        for note in judgement.notes:
+            rule, _, text = note.partition(": ")
+            if text.startswith(OVER_BUDGET):
+                self._send(
+                    FaultEvent(state.key, sample.time, f"rule:{rule}", "CelBudgetError", text[:300], None)
+                )
+        return judgement
+
     def _ensure_baseline(self, state: _TargetState, now: float) -> None:
         if state.baseline is not None:
             return
         task = state.baseline_task
         if task is None:
-            state.baseline_task = asyncio.create_task(take_baseline(self._scraper, state.target, now))
-        elif task.done() and not task.cancelled() and task.exception() is None:
-            state.baseline = task.result()
+            if time.monotonic() < state.baseline_retry_at:
+                return
+            limit = self._scraper.limits.max_baseline_bytes
+            state.baseline_task = asyncio.create_task(
+                take_baseline(self._scraper, state.target, now, max_bytes=limit)
+            )
+        elif task.done():
+            state.baseline_task = None
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is None:
+                state.baseline = task.result()
+                state.baseline_faults = 0
+                return
+            state.baseline_faults += 1
+            retry = self._backoff(state.baseline_faults)
+            state.baseline_retry_at = time.monotonic() + retry
+            self._fault(state.key, "baseline", error, retry)
 
     async def _capture(self, name: str, req: CaptureRequest) -> None:
-        now = self._clock()
-        try:
-            result = await capture(self._scraper, self._store, req, now)
-        except StoreError as e:
-            self._emit(CaptureFailedEvent(name, now, req.breaches[0].rule, str(e)))
-            return
-        self._emit(
-            CaptureEvent(
-                name, now, req.breaches[0].rule, result.location, result.files, result.summary, result.errors
+        rule = req.breaches[0].rule
+        for attempt in range(CAPTURE_RETRIES + 1):
+            now = self._clock()
+            try:
+                result = await capture(self._scraper, self._store, req, now)
+            except StoreError as e:
+                self._send(CaptureFailedEvent(name, now, rule, str(e)))
+                return
+            except Exception as error:  # noqa: BLE001 - supervision: a capture that fails unexpectedly is tried again
+                last = attempt == CAPTURE_RETRIES
+                retry = None if last else self._backoff(attempt + 1)
+                self._fault(name, "capture", error, retry)
+                if last:
+                    self._send(CaptureFailedEvent(name, now, rule, f"{type(error).__name__}: {error}"[:300]))
+                    return
+                await asyncio.sleep(retry or 0.0)
+                continue
+            self._send(
+                CaptureEvent(name, now, rule, result.location, result.files, result.summary, result.errors)
             )
-        )
-        if self._settings.exit_on_breach:
-            self.breach_captured = True
-            self._stop.set()
+            if self._settings.exit_on_breach:
+                self.breach_captured = True
+                self._stop.set()
+            return
+
+
+def _failing_rule(tb: TracebackType | None) -> str | None:
+    """The name of the rule whose code raised, found on the traceback (the innermost Rule `self`)."""
+    name = None
+    for frame, _ in traceback.walk_tb(tb):
+        owner = frame.f_locals.get("self")
+        spec = getattr(owner, "spec", None)
+        if spec is not None and hasattr(owner, "observe") and isinstance(getattr(spec, "name", None), str):
+            name = spec.name
+    return name

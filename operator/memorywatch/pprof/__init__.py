@@ -5,7 +5,8 @@ and returns frozen values; none of them touches the network, the disk or the clo
 
 Modules: `memstats` (the runtime.MemStats block), `heap_text` (streaming heap?debug=1), `goroutines`
 (goroutine?debug=1, diffs, the stuck finalizer), `goroutine_stacks` (goroutine?debug=2 dumps), `index` (the /debug/pprof/ page), `expvar` (/debug/vars),
-`prometheus_text` (/metrics), `profiles` (gzipped protobuf profiles and their growth diffs).
+`prometheus_text` (/metrics), `profiles` (gzipped protobuf profiles and their growth diffs), `jobs` (the
+expensive parses packaged for a bounded worker process, with their `ParseBudget`).
 
 Errors (all carry a message saying what was expected and the first characters of what was seen)::
 
@@ -14,6 +15,8 @@ Errors (all carry a message saying what was expected and the first characters of
     ├── MalformedText          heap or goroutine text that runtime/pprof did not print
     ├── MalformedJSON          /debug/vars that is not a JSON object
     ├── MalformedMetrics       /metrics that is not Prometheus text exposition
+    ├── BudgetExceeded         a shape past a parse budget (`.limit_name`, `.limit`): millions of samples,
+    │                          thousands of goroutine groups, a MemStats array over 4096 entries
     └── ProfileError           a protobuf profile that cannot be used
         ├── ProfileTruncated   the gzip stream ends early (a cut transfer)
         ├── ProfileCorrupt     not gzip, not a pprof protobuf, or inconsistent tables
@@ -24,6 +27,7 @@ Parsers raise only these (plus ValueError for a caller's own bad arguments, such
 """
 
 from memorywatch.pprof.errors import (
+    BudgetExceeded,
     MalformedJSON,
     MalformedMetrics,
     MalformedText,
@@ -67,6 +71,7 @@ from memorywatch.pprof.prometheus_text import PromSnapshot, parse_prometheus_tex
 
 __all__ = [
     "GO_FIELDS",
+    "BudgetExceeded",
     "ExpvarSnapshot",
     "Frame",
     "GoroutineGroup",

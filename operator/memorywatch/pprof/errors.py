@@ -27,6 +27,17 @@ class PprofError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other constructor arguments; rebuild from the state so errors cross processes.
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[PprofError], message: str, state: dict[str, object]) -> PprofError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
 
 def _described(expected: str, seen: str | bytes, detail: str | None) -> str:
     message = f"expected {expected}, saw {snippet(seen)}"
@@ -79,3 +90,19 @@ class ProfileTooLarge(ProfileError):
 
 class SampleTypeMissing(ProfileError):
     """A profile lacks the sample type a diff asked for (e.g. `inuse_space` in a goroutine profile)."""
+
+
+class BudgetExceeded(PprofError):
+    """The input has a shape past a parse budget (millions of samples, tens of thousands of goroutine
+    groups, a MemStats array of 200,000 entries): refused before it costs the operator memory or time.
+
+    `limit_name` names the budget (a `ParseBudget` field), `limit` its value, `seen` what the input had."""
+
+    def __init__(self, what: str, limit_name: str, limit: int, seen: int | None = None) -> None:
+        seen_text = f"saw {seen}" if seen is not None else "saw more"
+        super().__init__(
+            f"expected at most {limit} {what}, {seen_text} (limit {limit_name}; refused as too large to parse)"
+        )
+        self.limit_name = limit_name
+        self.limit = limit
+        self.seen = seen

@@ -7,7 +7,7 @@ import itertools
 import re
 from collections.abc import Sequence
 
-from memorywatch.pprof.errors import MalformedText
+from memorywatch.pprof.errors import BudgetExceeded, MalformedText
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +60,9 @@ _EXPECTED = "a Go goroutine profile (`goroutine profile: total N`)"
 FINALIZER_LOOPS = frozenset({"runtime.runfinq", "runtime.runFinalizers"})
 
 
-def parse_goroutine_debug1(text: str) -> GoroutineProfile:
-    """Parse `goroutine?debug=1` (also the `goroutineleak` profile, same format). Raises MalformedText.
+def parse_goroutine_debug1(text: str, *, max_groups: int | None = None) -> GoroutineProfile:
+    """Parse `goroutine?debug=1` (also the `goroutineleak` profile, same format). Raises MalformedText,
+    and BudgetExceeded past `max_groups` distinct stacks (each is kept with all its frames).
 
     `total` is Go's header count; when the text was cut short, the groups hold fewer goroutines than that.
     """
@@ -89,6 +90,8 @@ def parse_goroutine_debug1(text: str) -> GoroutineProfile:
             match = _GROUP.fullmatch(line.strip())
             if match is None:
                 raise MalformedText("a goroutine group (`N @ 0x…`)", line, f"line {number}")
+            if max_groups is not None and len(groups) >= max_groups:
+                raise BudgetExceeded("goroutine groups (distinct stacks)", "max_goroutine_groups", max_groups)
             pcs = tuple(int(pc, 16) for pc in match.group(2).split())
             current = _GroupBuilder(count=int(match.group(1)), pcs=pcs)
         elif line.startswith(_LABELS_PREFIX) and not current.frames:

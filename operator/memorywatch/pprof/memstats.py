@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from memorywatch.pprof.errors import BudgetExceeded
+
 # Go field name -> attribute name, in the order runtime/pprof prints them.
 GO_FIELDS: Mapping[str, str] = {
     "Alloc": "alloc",
@@ -42,7 +44,7 @@ GO_FIELDS: Mapping[str, str] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class MemStats:
     """One runtime.MemStats reading. Every field is None when the target did not report it.
 
@@ -81,6 +83,13 @@ class MemStats:
     debug_gc: bool | None = None
     max_rss: int | None = None
 
+    def without_arrays(self) -> MemStats:
+        """This reading without PauseNs/PauseEnd (512 numbers, ~20 KiB as Python ints): what a sample keeps,
+        so a target's retained window costs the same whatever its arrays held."""
+        if self.pause_ns is None and self.pause_end is None:
+            return self
+        return dataclasses.replace(self, pause_ns=None, pause_end=None)
+
     def go_fields(self) -> dict[str, int | float | bool | list[int]]:
         """The reported fields keyed by their Go names (`Sys`, `HeapAlloc`, ...), for expressions and manifests."""
         out: dict[str, int | float | bool | list[int]] = {}
@@ -102,7 +111,7 @@ _ARRAYS = frozenset({"pause_ns", "pause_end"})
 _FLOATS = frozenset({"gc_cpu_fraction"})
 _BOOLS = frozenset({"debug_gc"})
 # Far more than the 256 entries Go prints, so a hostile line cannot make us build a huge tuple.
-_MAX_ARRAY_ENTRIES = 4096
+MAX_ARRAY_ENTRIES = 4096
 
 
 def _int(text: str) -> int | None:
@@ -129,9 +138,9 @@ def _array(text: str) -> tuple[int, ...] | None:
     text = text.strip()
     if not (text.startswith("[") and text.endswith("]")):
         return None
-    items = text[1:-1].split()
-    if len(items) > _MAX_ARRAY_ENTRIES:
-        return None
+    items = text[1:-1].split(None, MAX_ARRAY_ENTRIES)
+    if len(items) > MAX_ARRAY_ENTRIES:
+        raise BudgetExceeded("entries in a MemStats array", "max_memstats_array_entries", MAX_ARRAY_ENTRIES)
     values = [_int(item) for item in items]
     if any(v is None for v in values):
         return None
@@ -151,10 +160,12 @@ def _convert_text(attr: str, raw: str) -> int | float | bool | tuple[int, ...] |
 def convert_json_field(attr: str, raw: object) -> int | float | bool | tuple[int, ...] | None:
     """Convert one value of expvar's `memstats` object to the type of MemStats.`attr`, or None if it is odd."""
     if attr in _ARRAYS:
-        if (
-            isinstance(raw, list)
-            and len(raw) <= _MAX_ARRAY_ENTRIES
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw)
+        if isinstance(raw, list) and len(raw) > MAX_ARRAY_ENTRIES:
+            raise BudgetExceeded(
+                "entries in a MemStats array", "max_memstats_array_entries", MAX_ARRAY_ENTRIES, len(raw)
+            )
+        if isinstance(raw, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw
         ):
             return tuple(raw)
         return None

@@ -9,7 +9,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from memorywatch.pprof import profile_pb2
-from memorywatch.pprof.errors import ProfileCorrupt, ProfileTooLarge, ProfileTruncated, SampleTypeMissing
+from memorywatch.pprof.errors import (
+    BudgetExceeded,
+    ProfileCorrupt,
+    ProfileTooLarge,
+    ProfileTruncated,
+    SampleTypeMissing,
+)
 from memorywatch.pprof.goroutines import Frame, is_runtime_function
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -142,17 +148,73 @@ def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_profile(data: bytes, max_decompressed_bytes: int) -> Profile:
-    """Decode a (gzipped or raw) pprof profile. Raises ProfileTruncated, ProfileCorrupt or ProfileTooLarge."""
+def parse_profile(data: bytes, max_decompressed_bytes: int, *, max_samples: int | None = None) -> Profile:
+    """Decode a (gzipped or raw) pprof profile. Raises ProfileTruncated, ProfileCorrupt or ProfileTooLarge,
+    and BudgetExceeded when it has more than `max_samples` samples (or locations): resolving each costs
+    a few hundred bytes of Python objects, so a profile with millions is refused before that happens."""
     raw = gunzip_capped(data, max_decompressed_bytes)
     if not raw:
         raise ProfileCorrupt("expected a pprof protobuf, saw an empty body")
+    if max_samples is not None:
+        # Counted on the wire, before protobuf builds a message per sample (that alone is ~100 bytes each).
+        for what, field in (("samples", _SAMPLE_FIELD), ("locations", _LOCATION_FIELD)):
+            count = count_top_level_field(raw, field, stop_after=max_samples)
+            if count > max_samples:
+                raise BudgetExceeded(f"profile {what}", "max_profile_samples", max_samples)
     message = profile_pb2.Profile()
     try:
         message.ParseFromString(raw)
     except (DecodeError, ValueError, RecursionError) as e:
+        if "alloc failed" in str(e):  # upb's arena could not grow: a memory limit, not a corrupt profile
+            raise MemoryError(str(e)) from None
         raise ProfileCorrupt(f"expected a pprof protobuf, saw bytes that do not decode ({e})") from None
+    del raw
     return _resolve(message)
+
+
+# Field numbers of perftools.profiles.Profile (profile.proto).
+_SAMPLE_FIELD = 2
+_LOCATION_FIELD = 4
+
+
+def count_top_level_field(raw: bytes, field: int, *, stop_after: int) -> int:
+    """How many times length-delimited `field` occurs at the top level of the protobuf message `raw`,
+    scanning the wire format without decoding anything; stops counting past `stop_after`."""
+    pos, end, count = 0, len(raw), 0
+    while pos < end:
+        key, pos = _varint(raw, pos)
+        wire = key & 7
+        if wire == 0:
+            _, pos = _varint(raw, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(raw, pos)
+            pos += length
+            if key >> 3 == field:
+                count += 1
+                if count > stop_after:
+                    return count
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ProfileCorrupt(f"expected a pprof protobuf, saw wire type {wire} at byte {pos}")
+    if pos > end:
+        raise ProfileCorrupt("expected a pprof protobuf, saw a field running past the end")
+    return count
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(raw) or shift > 63:
+            raise ProfileCorrupt("expected a pprof protobuf, saw a truncated or overlong varint")
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
 
 
 def _resolve(message: profile_pb2.Profile) -> Profile:

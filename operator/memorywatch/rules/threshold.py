@@ -5,6 +5,11 @@ Variables: `memstats` (a map of Go field names to numbers: `memstats.Sys`, `mems
 ints (GCCPUFraction is a double), so ratios need `double(rss) / double(limit) > 0.9`. A variable the target
 did not report is left out of the activation, so `has(memstats.Sys)` works and a bare use of a missing one is
 an evaluation error: no breach, a note saying why, never an exception.
+
+Cost: the expression is checked against `cel_cost`'s static budget when the rule is built (an expression
+over it is inactive from the start), and every evaluation runs under a step and time meter. An evaluation
+over budget, or one that recurses too deep, disables the rule for this target: it stays INACTIVE with a
+note naming the limit (`OVER_BUDGET` starts the note, so the engine can report it as a fault).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
 from memorywatch.api import units
+from memorywatch.rules import cel_cost
 from memorywatch.rules.base import FIRING, INACTIVE, WATCHING, Rule, Verdict
 from memorywatch.rules.model import RuleSpec
 from memorywatch.samples import Sample
 
 _EVALUATION_ERRORS = (CELEvalError, ArithmeticError, LookupError, TypeError, ValueError)
+OVER_BUDGET = "Threshold disabled, over its CEL budget"
 
 
 def _number(value: int | float | bool) -> celtypes.Value:
@@ -75,29 +82,58 @@ class Threshold(Rule):
         super().__init__(spec)
         self.for_seconds = spec.for_seconds or 0.0
         self._program: celpy.Runner | None = None
+        self._ast: Any = None
         self._compile_note: str | None = None
         self._true_since: float | None = None
         expression = spec.expression or ""
         try:
             environment = celpy.Environment()
-            self._program = environment.program(environment.compile(expression))
+            ast = environment.compile(expression)
         except CELParseError as error:
             self._compile_note = (
                 f"Threshold inactive: {expression!r} does not compile (column {error.column})"
             )
+            return
+        except RecursionError:
+            self._compile_note = f"{OVER_BUDGET}: the expression is nested too deeply to compile"
+            return
+        problem = cel_cost.static_problem(expression, ast)
+        if problem is not None:
+            self._compile_note = f"{OVER_BUDGET}: it {problem} (limit {problem.limit_name})"
+            return
+        self._ast = ast
+        self._program = environment.program(ast)
 
     def reset(self) -> None:
         self._true_since = None
+
+    def _disable(self, note: str) -> Verdict:
+        """Stop evaluating for this target: the expression will cost as much on the next sample."""
+        self._program = None
+        self._ast = None
+        self._true_since = None
+        self._compile_note = note
+        return Verdict(INACTIVE, note=note)
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
         del started_at  # a threshold needs no history beyond `for`
         if self._program is None:
             return Verdict(INACTIVE, note=self._compile_note)
         try:
-            result = self._program.evaluate(activation(sample))
+            result = cel_cost.evaluate(self._ast, self._program.new_activation(), activation(sample))
+        except cel_cost.CelBudgetError as error:
+            return self._disable(f"{OVER_BUDGET}: the expression {error} (limit {error.limit_name})")
+        except RecursionError:
+            return self._disable(f"{OVER_BUDGET}: the expression recursed too deeply (limit: Python's stack)")
         except _EVALUATION_ERRORS as error:
             self._true_since = None
             return Verdict(WATCHING, note=f"Threshold could not be evaluated: {_explain(error)}")
+        except Exception as error:  # noqa: BLE001 - celpy is an interpreter over user input: nothing it raises ends a loop
+            self._true_since = None
+            detail = str(error).splitlines()[0][:160] if str(error) else ""
+            return Verdict(
+                WATCHING, note=f"Threshold could not be evaluated: {type(error).__name__}: {detail}"
+            )
         if not isinstance(result, celtypes.BoolType):
             self._true_since = None
             return Verdict(WATCHING, note=f"Threshold expression gave {type(result).__name__}, not a bool")

@@ -14,6 +14,7 @@ Error tree (every failure of a scrape is exactly one of these; no httpx exceptio
     ├── NotFound                 HTTP 404: is net/http/pprof mounted at pprof_path?
     ├── HTTPStatusError          any other status; `.status_code`, `.body_excerpt` (~200 sanitized chars)
     ├── ResponseTooLarge         a byte cap was hit; `.limit_name` is the Limits field to raise
+    ├── OverBudget               a parse budget was hit (shape, worker deadline or memory); `.limit_name`
     ├── NotAGoTarget             an HTML page, a JSON API, ...; `.seen` says what came back
     └── MalformedResponse        pprof-looking output that does not parse (wraps memorywatch.pprof.PprofError)
 
@@ -27,6 +28,7 @@ from memorywatch.scrape.errors import (
     MalformedResponse,
     NotAGoTarget,
     NotFound,
+    OverBudget,
     ResponseTooLarge,
     ScrapeError,
     ScrapeTimeout,
@@ -42,6 +44,7 @@ __all__ = [
     "MalformedResponse",
     "NotAGoTarget",
     "NotFound",
+    "OverBudget",
     "ResponseTooLarge",
     "ScrapeError",
     "ScrapeTimeout",

@@ -6,6 +6,9 @@ import dataclasses
 import ipaddress
 import urllib.parse
 
+from memorywatch.pprof.jobs import ParseBudget
+from memorywatch.workers import PoolLimits
+
 MiB = 1024 * 1024
 
 
@@ -38,6 +41,8 @@ class TargetConfig:
     `metrics_path` is probed once for Prometheus text (resident memory, threads, finalizer counters); None
     means never ask. `expvar_path` is read only when expvar is asked for. `name` is the display name used in
     samples and errors (default: the URL without credentials). The bearer token is kept out of repr and out of every error message.
+    `read_proc_rss` lets the scraper read a loopback target's RSS from /proc; the operator sets it False for
+    port-forwarded targets, whose 127.0.0.1 listener is the operator itself, not the target.
     """
 
     url: str
@@ -47,6 +52,7 @@ class TargetConfig:
     metrics_path: str | None = "/metrics"
     name: str | None = None
     expvar_path: str = "/debug/vars"
+    read_proc_rss: bool = True
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.url)
@@ -167,8 +173,62 @@ class Limits:
     max_connections_per_target: int = 8
     keepalive_expiry_seconds: float = 75.0
     metrics_reprobe_seconds: float = 600.0
+    parse_workers: int = 2
+    parse_memory_bytes: int = 512 * MiB
+    parse_deadline_seconds: float = 20.0
+    max_profile_samples: int = 200_000
+    max_goroutine_groups: int = 10_000
+    max_inline_parse_bytes: int = 1 * MiB
+    max_inline_parse_seconds: float = 2.0
+    max_line_bytes: int = 16 * 1024
+    max_baseline_bytes: int = 2 * MiB
+    max_buffered_bytes: int = 256 * MiB
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             if getattr(self, field.name) <= 0:
                 raise ValueError(f"Limits.{field.name} must be positive")
+
+    @classmethod
+    def for_memory_limit(cls, memory_bytes: int | None, **overrides: float) -> Limits:
+        """Budgets sized from the operator's own memory limit (None: the defaults, for a laptop).
+
+        A parse worker may use a quarter of it (two workers: half), a decompressed profile a sixteenth of
+        that (decoding costs ~25x in Python objects, measured in docs/security.md), texts a 32nd of the limit
+        up to 32 MiB, a baseline profile a 512th up to 2 MiB. For the chart's 1 GiB: 256 MiB per worker,
+        16 MiB decompressed, 32 MiB texts, 2 MiB baselines."""
+        if memory_bytes is None:
+            return cls(**overrides)  # type: ignore[arg-type]
+
+        def clamp(value: int, low: int, high: int) -> int:
+            return max(low, min(high, value))
+
+        worker = clamp(memory_bytes // 4, 128 * MiB, 2048 * MiB)
+        sized: dict[str, float] = {
+            "parse_memory_bytes": worker,
+            "max_decompressed_bytes": clamp(worker // 16, 4 * MiB, 128 * MiB),
+            "max_text_bytes": clamp(memory_bytes // 32, 4 * MiB, 32 * MiB),
+            "max_stacks_bytes": clamp(memory_bytes // 16, 8 * MiB, 64 * MiB),
+            "max_baseline_bytes": clamp(memory_bytes // 512, 512 * 1024, 2 * MiB),
+            "max_buffered_bytes": clamp(memory_bytes // 4, 64 * MiB, 2048 * MiB),
+        }
+        sized.update(overrides)
+        return cls(**sized)  # type: ignore[arg-type]
+
+    @property
+    def parse_budget(self) -> ParseBudget:
+        """What one parse in a worker may hold."""
+        return ParseBudget(
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            max_profile_samples=self.max_profile_samples,
+            max_goroutine_groups=self.max_goroutine_groups,
+        )
+
+    @property
+    def pool_limits(self) -> PoolLimits:
+        """The parse workers' limits."""
+        return PoolLimits(
+            workers=self.parse_workers,
+            memory_bytes=self.parse_memory_bytes,
+            deadline_seconds=self.parse_deadline_seconds,
+        )

@@ -109,6 +109,18 @@ class ResponseTooLarge(ScrapeError):
         )
 
 
+class OverBudget(ScrapeError):
+    """Parsing the body would cost more than its budget: a shape past a limit (millions of profile samples,
+    tens of thousands of goroutine groups, a MemStats array of 200,000 entries, an endless line), or a
+    parse worker that hit its deadline or memory limit. `limit_name` names the limit (a Limits field, or
+    a parse budget), `limit` its value. Only this target's scrape fails; nothing else waits for it."""
+
+    def __init__(self, target: str, path: str, detail: str, limit_name: str, limit: float) -> None:
+        self.limit_name = limit_name
+        self.limit = limit
+        super().__init__(target, path, f"over budget: {detail}")
+
+
 class NotAGoTarget(ScrapeError):
     """The answer is not what net/http/pprof serves (an HTML page, a JSON API, ...); `seen` says what it was."""
 

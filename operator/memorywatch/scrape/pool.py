@@ -14,6 +14,28 @@ from memorywatch.scrape.config import Limits, TLSConfig
 _USER_AGENT = "memorywatch-scraper"
 
 
+class BufferedBytes:
+    """How many response bytes all requests together hold in memory right now, against one cap: 64 samples
+    in flight times 32 MiB of /metrics would otherwise be 2 GiB. A request takes bytes as it reads and gives
+    them back when its body has been consumed; the one that would cross the cap fails (ResponseTooLarge
+    naming `max_buffered_bytes`) while everyone else's reads go on."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.held = 0
+        self.peak = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.cap:
+            return False
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.held = max(0, self.held - n)
+
+
 class ClientPool:
     """One httpx.AsyncClient per distinct TLS setting, created on first use and shared by every target
     with that setting. Underneath, each origin (scheme, host, port) gets its own small connection pool
@@ -22,6 +44,7 @@ class ClientPool:
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._clients: dict[TLSConfig | None, httpx.AsyncClient] = {}
+        self.buffered = BufferedBytes(limits.max_buffered_bytes)
 
     def client_for(self, tls: TLSConfig | None) -> httpx.AsyncClient:
         client = self._clients.get(tls)

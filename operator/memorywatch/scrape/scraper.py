@@ -10,21 +10,23 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from memorywatch.pprof import jobs
 from memorywatch.pprof.errors import NotPprofIndex, ProfileTooLarge
-from memorywatch.pprof.expvar import ExpvarSnapshot, parse_expvar
-from memorywatch.pprof.goroutines import GoroutineProfile, parse_goroutine_debug1
+from memorywatch.pprof.expvar import ExpvarSnapshot
+from memorywatch.pprof.goroutines import GoroutineProfile
 from memorywatch.pprof.heap_text import HeapText, HeapTextParser
 from memorywatch.pprof.index import parse_index
-from memorywatch.pprof.profiles import parse_profile
-from memorywatch.pprof.prometheus_text import PromSnapshot, parse_prometheus_text
+from memorywatch.pprof.profiles import ProfileInfo
+from memorywatch.pprof.prometheus_text import PromSnapshot
 from memorywatch.rules.model import Probe
 from memorywatch.samples import Sample
 from memorywatch.scrape import procrss, transport
 from memorywatch.scrape.config import Limits, TargetConfig
 from memorywatch.scrape.errors import (
     NotAGoTarget,
+    OverBudget,
     ResponseTooLarge,
     ScrapeError,
     ScrapeTimeout,
@@ -32,12 +34,14 @@ from memorywatch.scrape.errors import (
 )
 from memorywatch.scrape.pool import ClientPool
 from memorywatch.scrape.sniff import describe_body, foreign_body_description
+from memorywatch.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 RssPreference = Literal["prometheus", "proc", "maxrss"]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,7 @@ class Scraper:
         self._proc_rss = proc_rss
         self._max_targets = max_targets
         self._pool: ClientPool | None = None
+        self.workers = WorkerPool(self.limits.pool_limits)
         self._states: collections.OrderedDict[TargetConfig, _TargetState] = collections.OrderedDict()
 
     async def __aenter__(self) -> Scraper:
@@ -97,8 +102,11 @@ class Scraper:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.aclose()
+        try:
+            if pool is not None:
+                await pool.aclose()
+        finally:
+            await self.workers.aclose()
 
     def forget(self, target: TargetConfig) -> None:
         """Drop what is remembered about a target that is gone (a deleted pod)."""
@@ -164,7 +172,7 @@ class Scraper:
             target=target.display_name,
             time=now(),
             goroutines=counts.get("goroutine"),
-            memstats=heap.memstats,
+            memstats=heap.memstats.without_arrays() if heap.memstats is not None else None,
             heap_live_bytes=prom.heap_live_bytes
             if prom and prom.heap_live_bytes is not None
             else heap.live_bytes_estimate,
@@ -217,7 +225,7 @@ class Scraper:
     ) -> tuple[int | None, str | None]:
         if prom is not None and prom.rss_bytes is not None:
             return prom.rss_bytes, "prometheus"
-        if self._proc_rss and target.is_loopback:
+        if self._proc_rss and target.read_proc_rss and target.is_loopback:
             rss, state.proc_owner = procrss.read_rss(target.host, target.port, state.proc_owner)
             if rss is not None:
                 return rss, "proc"
@@ -241,19 +249,43 @@ class Scraper:
         return await self._get(target, path, consume, limit_bytes=self.limits.max_text_bytes)
 
     async def _heap(self, target: TargetConfig, *, force_gc: bool = False) -> HeapText:
+        limits = self.limits
+
         async def consume(body: transport.Body) -> HeapText:
             parser = HeapTextParser()
             checked = False
-            async for batch in body.line_batches():
+            spent = 0.0  # seconds of parsing on the event loop; bounded by max_inline_parse_seconds
+            async for batch in body.line_batches(limits.max_line_bytes):
+                started = time.perf_counter()
                 for raw in batch:
                     if raw.startswith(b"#\t"):
                         continue  # a frame line: most of the body, and the parser ignores them anyway
+                    if len(raw) > limits.max_line_bytes:
+                        raise OverBudget(
+                            body.target,
+                            body.path,
+                            f"a line of more than {limits.max_line_bytes} bytes (Go prints MemStats arrays"
+                            " of 256 numbers, far below; limit max_line_bytes)",
+                            "max_line_bytes",
+                            limits.max_line_bytes,
+                        )
                     line = transport.decode_line(raw)
                     if not checked and line.strip():
                         checked = True
                         if line.lstrip().startswith(("<", "{", "[")):
                             raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, raw))
                     parser.feed(line)
+                spent += time.perf_counter() - started
+                if spent > limits.max_inline_parse_seconds:
+                    raise OverBudget(
+                        body.target,
+                        body.path,
+                        f"parsing heap?debug=1 took more than {limits.max_inline_parse_seconds:g}s of CPU"
+                        " (limit max_inline_parse_seconds)",
+                        "max_inline_parse_seconds",
+                        limits.max_inline_parse_seconds,
+                    )
+                await asyncio.sleep(0)  # let other targets' work run between network chunks
             return parser.result()
 
         # gc=1 runs one runtime.GC() first, so the live heap in the answer is fresh (Probe.FRESH_GC).
@@ -268,7 +300,7 @@ class Scraper:
             seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
-            return parse_goroutine_debug1(data.decode("utf-8", "replace"))
+            return await self._parse(data, jobs.goroutines, data, self.limits.parse_budget)
 
         return await self._get(
             target,
@@ -286,21 +318,62 @@ class Scraper:
             seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
-            return parse_prometheus_text(data.decode("utf-8", "replace"))
+            return await self._parse(data, jobs.metrics, data)
 
         return await self._get(target, target.metrics_path, consume, limit_bytes=self.limits.max_text_bytes)
+
+    async def _parse(self, data: bytes, fn: Callable[..., T], *args: Any) -> T:
+        """Small bodies are parsed here (a few ms); larger ones in a bounded worker process, so a big or
+        hostile body costs only its own scrape, never the event loop."""
+        if len(data) <= self.limits.max_inline_parse_bytes:
+            return fn(*args)
+        return await self.workers.run(fn, *args)
+
+    async def parse_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a `memorywatch.pprof.jobs` function in the scraper's bounded workers (captures use this for
+        profile diffs). Raises memorywatch.workers.WorkerError subclasses or the job's own PprofError."""
+        return await self.workers.run(fn, *args)
 
     # -- on demand ---------------------------------------------------------------------------------------
 
     async def fetch_profile(
-        self, target: TargetConfig, name: str, *, params: Mapping[str, str | int] | None = None
+        self,
+        target: TargetConfig,
+        name: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        validate: bool = True,
+        max_bytes: int | None = None,
     ) -> bytes:
         """A protobuf profile exactly as served (`heap`, `allocs`, `goroutine`, `block`, `mutex`,
         `threadcreate`, ...; `cpu` means `profile?seconds=N`, N defaulting to Limits.cpu_profile_seconds).
 
-        The bytes are checked before they are returned: they must gunzip under max_decompressed_bytes and
-        parse as a profile, so a corrupt profile never becomes a capture file silently.
+        With `validate` (the default) the bytes are decoded in a bounded worker before they are returned:
+        they must gunzip under max_decompressed_bytes, hold at most max_profile_samples samples and parse
+        as a profile, so a corrupt profile never becomes a capture file silently. `validate=False` only
+        checks that the body looks like gzip and stays under `max_bytes` (default max_profile_bytes): what
+        a baseline needs, parsed later only if a capture diffs against it.
         """
+        data, _ = await self._fetch_profile(target, name, params, validate=validate, max_bytes=max_bytes)
+        return data
+
+    async def fetch_profile_info(
+        self, target: TargetConfig, name: str, *, params: Mapping[str, str | int] | None = None
+    ) -> tuple[bytes, ProfileInfo]:
+        """Like fetch_profile, and the summary of the profile found while validating it."""
+        data, info = await self._fetch_profile(target, name, params, validate=True, max_bytes=None)
+        assert info is not None
+        return data, info
+
+    async def _fetch_profile(
+        self,
+        target: TargetConfig,
+        name: str,
+        params: Mapping[str, str | int] | None,
+        *,
+        validate: bool,
+        max_bytes: int | None,
+    ) -> tuple[bytes, ProfileInfo | None]:
         query = dict(params or {})
         if not _PROFILE_NAME.fullmatch(name):
             raise ValueError(f"not a profile name: {name!r}")
@@ -312,31 +385,34 @@ class Scraper:
         else:
             path = target.pprof(name)
         extra_seconds = float(query["seconds"]) if "seconds" in query else 0.0
+        limit = max_bytes if max_bytes is not None else self.limits.max_profile_bytes
+        limit_name = "max_profile_bytes" if max_bytes is None else "max_baseline_bytes"
 
-        async def consume(body: transport.Body) -> bytes:
+        async def consume(body: transport.Body) -> tuple[bytes, ProfileInfo | None]:
             data = await body.read()
             seen = foreign_body_description(body.content_type, data)
             if seen is not None:
                 raise NotAGoTarget(body.target, body.path, seen)
+            if not validate:
+                if not data.startswith(b"\x1f\x8b"):
+                    raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, data))
+                return data, None
             try:
-                await asyncio.to_thread(self._validate_profile, data)
+                info = await self.workers.run(jobs.check_profile, data, self.limits.parse_budget)
             except ProfileTooLarge:
-                limit = self.limits.max_decompressed_bytes
-                raise ResponseTooLarge(body.target, body.path, "max_decompressed_bytes", limit) from None
-            return data
+                cap = self.limits.max_decompressed_bytes
+                raise ResponseTooLarge(body.target, body.path, "max_decompressed_bytes", cap) from None
+            return data, info
 
         return await self._get(
             target,
             path,
             consume,
             params=query,
-            limit_bytes=self.limits.max_profile_bytes,
-            limit_name="max_profile_bytes",
+            limit_bytes=limit,
+            limit_name=limit_name,
             extra_seconds=extra_seconds,
         )
-
-    def _validate_profile(self, data: bytes) -> None:
-        parse_profile(data, self.limits.max_decompressed_bytes)
 
     async def fetch_text(
         self,
@@ -376,7 +452,7 @@ class Scraper:
             data = await body.read()
             if body.content_type == "text/html" or data.lstrip().startswith(b"<"):
                 raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, data))
-            return parse_expvar(data)
+            return await self._parse(data, jobs.expvar, data)
 
         return await self._get(target, target.expvar_path, consume, limit_bytes=self.limits.max_text_bytes)
 

@@ -16,12 +16,13 @@ from typing import TypeVar
 
 import httpx
 
-from memorywatch.pprof.errors import PprofError
+from memorywatch.pprof.errors import BudgetExceeded, PprofError
 from memorywatch.scrape.config import Limits, TargetConfig
 from memorywatch.scrape.errors import (
     HTTPStatusError,
     MalformedResponse,
     NotFound,
+    OverBudget,
     ResponseTooLarge,
     ScrapeError,
     ScrapeTimeout,
@@ -29,7 +30,8 @@ from memorywatch.scrape.errors import (
     TLSFailure,
     Unauthorized,
 )
-from memorywatch.scrape.pool import ClientPool
+from memorywatch.scrape.pool import BufferedBytes, ClientPool
+from memorywatch.workers import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Body:
     truncate_at_cap: bool = False
     truncated: bool = False
     bytes_read: int = 0
+    buffered: BufferedBytes | None = None
 
     @property
     def content_type(self) -> str:
@@ -98,10 +101,13 @@ class Body:
                 if not self.truncate_at_cap:
                     raise ResponseTooLarge(self.target, self.path, self.limit_name, self.limit_bytes)
                 self.truncated = True
-                if room > 0:
+                if room > 0 and (self.buffered is None or self.buffered.take(room)):
                     self.bytes_read += room
                     yield data[:room]
                 return
+            if self.buffered is not None and not self.buffered.take(len(data)):
+                cap = self.buffered.cap
+                raise ResponseTooLarge(self.target, self.path, "max_buffered_bytes", cap)
             self.bytes_read += len(data)
             if data:
                 yield data
@@ -196,9 +202,17 @@ async def get(
             ) as response:
                 await _check_status(response, name, shown_path, target.bearer_token)
                 body = Body(response, name, shown_path, limit_bytes, limit_name, truncate_at_cap)
-                return await consume(body)
+                body.buffered = pool.buffered
+                try:
+                    return await consume(body)
+                finally:
+                    pool.buffered.give_back(body.bytes_read)
     except TimeoutError:
         raise ScrapeTimeout(name, shown_path, "total", total_seconds) from None
+    except BudgetExceeded as exc:
+        raise OverBudget(name, shown_path, str(exc), exc.limit_name, exc.limit) from None
+    except WorkerError as exc:
+        raise OverBudget(name, shown_path, str(exc), exc.limit_name, exc.limit) from None
     except PprofError as exc:
         raise MalformedResponse(name, shown_path, str(exc)) from exc
     except httpx.HTTPError as exc:
