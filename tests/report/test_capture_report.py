@@ -93,7 +93,7 @@ def test_a_renderer_crash_mock_keeps_the_capture_whole(
     def crashing_render_mock(*_: Any, **__: Any) -> str:
         raise RuntimeError("a bug in the renderer")
 
-    monkeypatch.setattr(capture_module, "render_report", crashing_render_mock)
+    monkeypatch.setattr(capture_module, "render_report_job", crashing_render_mock)
     result = asyncio.run(_take(leaking.url, FilesystemStore(tmp_path / "store")))
     folder = pathlib.Path(result.location.removeprefix("file://"))
     manifest = json.loads((folder / "manifest.json").read_text())
