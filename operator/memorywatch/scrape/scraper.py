@@ -217,7 +217,7 @@ class Scraper:
     ) -> tuple[int | None, str | None]:
         if prom is not None and prom.rss_bytes is not None:
             return prom.rss_bytes, "prometheus"
-        if self._proc_rss and target.is_loopback:
+        if self._proc_rss and target.read_proc_rss and target.is_loopback:
             rss, state.proc_owner = procrss.read_rss(target.host, target.port, state.proc_owner)
             if rss is not None:
                 return rss, "proc"
