@@ -216,7 +216,7 @@ class WatchController:
             else:
                 self.faults.recovered(pod.name, "resolve")
             if res.target is None:
-                if not (res.transient and pod.name in self.pods):
+                if pod.name in self.pods and not res.transient:
                     await self._drop(pod.name)
                 continue  # transient: an already-watched target keeps its series, unresolved for now
             state = self.pods.get(pod.name)
