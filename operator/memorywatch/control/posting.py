@@ -5,9 +5,15 @@ their messages differ from one failure to the next: the first is posted, then at
 
 from __future__ import annotations
 
-from memorywatch.control.faults import Fault
+import asyncio
+import logging
+
+from memorywatch import metrics
+from memorywatch.control.faults import Fault, FaultBook
 from memorywatch.control.ports import Clock, EventSink
 from memorywatch.k8s import ObjectRef
+
+log = logging.getLogger(__name__)
 
 KIND = "MemoryWatch"
 API_VERSION = "memorywatch.io/v1alpha1"
@@ -62,3 +68,32 @@ class EventPoster:
         again = f" ({suppressed} more since the last report)" if suppressed else ""
         await self.on_watch("Warning", "Degraded", fault.describe() + again)
         return True
+
+
+class FaultReporter:
+    """Records a fault in the book (the Degraded condition), counts it, and posts its Warning in the background
+    (reporting is synchronous: it is called from supervision callbacks and must never fail)."""
+
+    def __init__(self, book: FaultBook, poster: EventPoster) -> None:
+        self._book = book
+        self._poster = poster
+        self._posts: set[asyncio.Task[None]] = set()
+
+    def report(self, fault: Fault) -> None:
+        self._book.record(fault)
+        metrics.TASK_FAULTS.labels(task=fault.component.split(":")[0]).inc()
+        task = asyncio.ensure_future(self._post(fault))
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+
+    async def _post(self, fault: Fault) -> None:
+        try:
+            await self._poster.fault(fault)
+        except Exception as e:  # noqa: BLE001 - the event is a courtesy: status carries the fault
+            log.warning(
+                "could not post the Degraded event of %s/%s: %s", self._poster.namespace, self._poster.name, e
+            )
+
+    async def close(self) -> None:
+        if self._posts:
+            await asyncio.gather(*self._posts, return_exceptions=True)

@@ -189,3 +189,37 @@ def comparable(status: Mapping[str, Any]) -> dict[str, Any]:
             {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []
         ]
     }
+
+
+def targets_resolved(
+    namespace: str, selector: str, selected: int, running: int, problems: Sequence[str]
+) -> tuple[str, str, str]:
+    """TargetsResolved as (status, reason, message)."""
+    if not selected:
+        return ("False", "NoPodsSelected", f"no pod in namespace {namespace} matches the selector {selector}")
+    if problems:
+        return ("False", "TargetsUnresolved", "; ".join(problems[:5]))
+    if not running:
+        return ("False", "NoRunningPods", f"{selected} pod(s) selected, none running with an IP yet")
+    return ("True", "TargetsFound", f"watching {running} pod(s)")
+
+
+def merge_cooldowns(
+    cooldowns: dict[tuple[str, str, str], float], engine: Mapping[str, Mapping[str, float]], now: float
+) -> None:
+    """Drop ended cooldowns and take in the engine's capture cooldowns (pod -> rule -> until), the later wins."""
+    for key in [k for k, until in cooldowns.items() if until <= now]:
+        del cooldowns[key]
+    for pod, rules in engine.items():
+        for rule, until in rules.items():
+            if until > now:
+                key = (pod, rule, "Capture")
+                cooldowns[key] = max(until, cooldowns.get(key, 0.0))
+
+
+def breaching_pods(cooldowns: Mapping[tuple[str, str, str], float], pods: Sequence[str], now: float) -> int:
+    """Watched pods with a capture cooldown running: a rule fired on them recently."""
+    watched = set(pods)
+    return len(
+        {p for (p, _, kind), until in cooldowns.items() if kind == "Capture" and until > now and p in watched}
+    )

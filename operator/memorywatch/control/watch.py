@@ -20,25 +20,29 @@ from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
-from memorywatch.control.posting import EventPoster
+from memorywatch.control.posting import EventPoster, FaultReporter
 from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
 from memorywatch.control.status import (
     Condition,
     WatchFacts,
+    breaching_pods,
     comparable,
     derive_conditions,
+    merge_cooldowns,
     parse_iso,
     render_status,
+    targets_resolved,
 )
+from memorywatch.control.stores import StoreFactory, StoreState, open_store
 from memorywatch.control.supervise import Backoff, Supervisor, TaskFault, describe
 from memorywatch.control.targets import TargetBook
 from memorywatch.engine.events import Event
 from memorywatch.engine.watcher import Watcher, WatchSettings
 from memorywatch.k8s import KubeError
 from memorywatch.scrape import Scraper
-from memorywatch.store import CaptureStore, StoreError
+from memorywatch.store import CaptureStore
 from memorywatch.targets import PodInfo
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,17 @@ log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 5.0
 DEFAULT_BACKOFF = Backoff()
 MAX_STATUS_CAPTURES = 10
-StoreFactory = Callable[[WatchSpec, str], Awaitable[CaptureStore]]
 
 
 class ControllerFailed(Exception):
     """The controller cannot go on (a critical task keeps failing): the kopf daemon fails, kopf restarts it."""
+
+    @classmethod
+    def of(cls, namespace: str, name: str, f: TaskFault) -> ControllerFailed:
+        return cls(
+            f"MemoryWatch {namespace}/{name}: task {f.task} failed {f.consecutive} times in a row "
+            f"({f.cause}: {f.message}); restarting the controller"
+        )
 
 
 class Stopped(Protocol):
@@ -59,13 +69,6 @@ class Stopped(Protocol):
     def __bool__(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
-
-
-@dataclasses.dataclass
-class _Store:
-    store: CaptureStore | None = None
-    error: str | None = None
-    note: str | None = None
 
 
 class WatchController:
@@ -100,13 +103,14 @@ class WatchController:
         self._watcher_task: asyncio.Task[None] | None = None
         self.spec: WatchSpec | None = None
         self.generation = 0
-        self.store = _Store()
+        self.store = StoreState()
         self.cooldowns: Cooldowns = {}
         self.captures: list[dict[str, Any]] = []
         self.conditions: dict[str, Condition] = {}
         self.queue = EventQueue(max_events)
         self.faults = FaultBook()
         self.poster = EventPoster(kube, namespace, name, uid, clock)
+        self.reporter = FaultReporter(self.faults, self.poster)
         self.supervisor = Supervisor(
             on_fault=self._on_task_fault, on_recovered=self._on_task_recovered, backoff=backoff, sleep=sleep
         )
@@ -120,7 +124,6 @@ class WatchController:
         self._facts = WatchFacts(generation=0)
         self._last_status: dict[str, Any] | None = None
         self._leak: str | None = None
-        self._posts: set[asyncio.Task[None]] = set()
         self._counted_targets = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -146,13 +149,8 @@ class WatchController:
         self.supervisor.spawn("events", self._consume_events)
         try:
             while not stopped:
-                if self.supervisor.failed.is_set():
-                    f = self.supervisor.failure
-                    raise ControllerFailed(
-                        f"MemoryWatch {self.namespace}/{self.name}: task {f.task if f else '?'} failed "
-                        f"{f.consecutive if f else '?'} times in a row ({f.cause if f else ''}: "
-                        f"{f.message if f else ''}); restarting the controller"
-                    )
+                if self.supervisor.failure is not None:
+                    raise ControllerFailed.of(self.namespace, self.name, self.supervisor.failure)
                 delay = await self.supervisor.attempt(
                     "reconcile", lambda: self.reconcile(get_body(), list(get_pods())), critical=True
                 )
@@ -164,8 +162,7 @@ class WatchController:
             await self._stop_watcher()
             await self._drain_events()
             await self.supervisor.close()
-            if self._posts:
-                await asyncio.gather(*self._posts, return_exceptions=True)
+            await self.reporter.close()
             self.resolver.cleanup()
 
     async def _stop_watcher(self) -> None:
@@ -243,7 +240,9 @@ class WatchController:
             WatchFacts(
                 generation,
                 targets=len(self.pods),
-                resolution=_resolution(self.namespace, spec, selected, running, problems),
+                resolution=targets_resolved(
+                    self.namespace, spec.selector.describe(), len(selected), len(running), problems
+                ),
             )
         )
 
@@ -300,21 +299,8 @@ class WatchController:
         )
 
     async def _make_store(self, spec: WatchSpec) -> CaptureStore:
-        self.store = _Store()
-        try:
-            store = await self.make_store(spec, self.namespace)
-            # Proves the store writable and sweeps partial captures a crash left behind.
-            await asyncio.to_thread(store.check_writable)
-        except (StoreError, KubeError) as e:
-            self.store.error = str(e)
-            return _UnavailableStore(str(e))
-        primary_error = getattr(store, "primary_error", None)
-        if primary_error is not None:
-            self.store.note = (
-                f"the S3 store is unavailable, captures fall back to the operator's volume: {primary_error}"
-            )
-        self.store.store = store
-        return store
+        self.store = await open_store(self.make_store, spec, self.namespace)
+        return self.store.for_engine()
 
     async def _start_watcher(self, spec: WatchSpec) -> None:
         await self._stop_watcher()
@@ -357,17 +343,7 @@ class WatchController:
 
     def report_fault(self, fault: Fault) -> None:
         """Record a fault (Degraded) and post its Warning event (rate-limited) in the background."""
-        self.faults.record(fault)
-        metrics.TASK_FAULTS.labels(task=fault.component.split(":")[0]).inc()
-        task = asyncio.ensure_future(self._post_fault(fault))
-        self._posts.add(task)
-        task.add_done_callback(self._posts.discard)
-
-    async def _post_fault(self, fault: Fault) -> None:
-        try:
-            await self.poster.fault(fault)
-        except Exception as e:  # noqa: BLE001 - the event is a courtesy: status carries the fault
-            log.warning("%s/%s: could not post the Degraded event: %s", self.namespace, self.name, e)
+        self.reporter.report(fault)
 
     def _on_task_fault(self, f: TaskFault) -> None:
         self.report_fault(Fault(f.target, f.task, f.cause, f.message, self.clock(), f.retry_seconds))
@@ -417,23 +393,11 @@ class WatchController:
 
     async def _write_status_now(self, force: bool) -> bool:
         now = self.clock()
-        for key in [k for k, until in self.cooldowns.items() if until <= now]:
-            del self.cooldowns[key]
-        if self.watcher is not None:
-            for pod in self.watcher.target_keys():
-                for rule, until in self.watcher.cooldowns(pod).items():
-                    if until > now:
-                        key = (pod, rule, "Capture")
-                        self.cooldowns[key] = max(until, self.cooldowns.get(key, 0.0))
+        engine = {p: self.watcher.cooldowns(p) for p in self.watcher.target_keys()} if self.watcher else {}
+        merge_cooldowns(self.cooldowns, engine, now)
         facts = self.current_facts()
         conditions = derive_conditions(self.conditions, facts, now)
-        breaching = len(
-            {
-                p
-                for (p, _, kind), until in self.cooldowns.items()
-                if kind == "Capture" and until > now and p in self.pods
-            }
-        )
+        breaching = breaching_pods(self.cooldowns, self.pods.names(), now)
         status = render_status(
             conditions,
             facts,
@@ -457,49 +421,3 @@ class WatchController:
 
 class StatusNotWritten(Exception):
     pass
-
-
-def _resolution(
-    namespace: str,
-    spec: WatchSpec,
-    selected: list[PodInfo],
-    running: Mapping[str, PodInfo],
-    problems: list[str],
-) -> tuple[str, str, str]:
-    if not selected:
-        return (
-            "False",
-            "NoPodsSelected",
-            f"no pod in namespace {namespace} matches the selector {spec.selector.describe()}",
-        )
-    if problems:
-        return ("False", "TargetsUnresolved", "; ".join(problems[:5]))
-    if not running:
-        return ("False", "NoRunningPods", f"{len(selected)} pod(s) selected, none running with an IP yet")
-    return ("True", "TargetsFound", f"watching {len(running)} pod(s)")
-
-
-class _UnavailableStore:
-    """Stands in when the configured store could not be set up: every capture fails with the reason."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    @property
-    def location(self) -> str:
-        return "unavailable"
-
-    def check_writable(self) -> None:
-        raise StoreError(self.reason)
-
-    def begin(self, key: Any) -> Any:
-        raise StoreError(self.reason)
-
-    def list(self, prefix: str = "") -> list[Any]:
-        return []
-
-    def read(self, ref: Any, name: str) -> bytes:
-        raise StoreError(self.reason)
-
-    def resolve(self, ident: str) -> Any:
-        raise StoreError(self.reason)

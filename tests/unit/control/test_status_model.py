@@ -101,3 +101,33 @@ def test_status_lists_cooldowns_bounded_and_sorted() -> None:
     s = render_status({}, facts, breaching=0, captures=[], actions=[], cooldowns=cooldowns)
     assert len(s["cooldowns"]) == 100
     assert s["cooldowns"][0] == {"pod": "p000", "rule": "r", "type": "Capture", "until": iso(T0)}
+
+
+def test_targets_resolved_says_what_is_missing() -> None:
+    from memorywatch.control.status import targets_resolved
+
+    assert targets_resolved("ns", "app=x", 0, 0, [])[1:] == (
+        "NoPodsSelected",
+        "no pod in namespace ns matches the selector app=x",
+    )
+    assert targets_resolved("ns", "app=x", 2, 0, [])[1] == "NoRunningPods"
+    assert targets_resolved("ns", "app=x", 2, 2, ["a", "b"]) == ("False", "TargetsUnresolved", "a; b")
+    assert targets_resolved("ns", "app=x", 2, 2, []) == ("True", "TargetsFound", "watching 2 pod(s)")
+
+
+def test_cooldowns_merge_from_the_engine_and_expire() -> None:
+    from memorywatch.control.status import breaching_pods, merge_cooldowns
+
+    cooldowns = {
+        ("a", "r", "Capture"): T0 + 10,
+        ("old", "r", "Capture"): T0 - 1,
+        ("D/x", "EvictPod", "Action"): T0 + 5,
+    }
+    merge_cooldowns(cooldowns, {"a": {"r": T0 + 5, "s": T0 + 20}, "b": {"r": T0 - 5}}, T0)
+    assert cooldowns == {
+        ("a", "r", "Capture"): T0 + 10,
+        ("a", "s", "Capture"): T0 + 20,
+        ("D/x", "EvictPod", "Action"): T0 + 5,
+    }
+    assert breaching_pods(cooldowns, ["a", "b"], T0) == 1
+    assert breaching_pods(cooldowns, ["b"], T0) == 0
