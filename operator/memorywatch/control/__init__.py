@@ -10,6 +10,8 @@
   `faults.FaultBook`: what is currently broken (the Degraded condition); `lag`: the event-loop lag metric.
 - `ports`: the small protocols these parts need from the Kubernetes API (fakes implement them in tests).
 
-Errors: `ControllerFailed` (from `watch`) is the one exception that leaves `WatchController.run`: the controller
-cannot go on and the kopf daemon must fail so that kopf restarts it. Every other failure becomes a condition.
+Errors (`watch.ControlError` is the root): `ControllerFailed` is the one exception that leaves
+`WatchController.run`: the controller cannot go on and the kopf daemon must fail so that kopf restarts it.
+`StatusNotWritten` stops an action whose write-ahead cooldown could not be written (it becomes an `action` fault).
+Every other failure becomes a condition and an event.
 """

@@ -39,13 +39,12 @@ class ActionLog:
         }
         head = self.entries[0] if self.entries else {}
         if head.get("result") == "Pending" and head.get("pod") == pod:
-            self.entries[0] = entry  # the outcome of the action recorded as pending just before
-        else:
-            # A repeat of an earlier outcome (same workload, action and result, e.g. AtMaxReplicas on every
-            # capture) replaces it, so repeats cannot push the last real action out of status.
-            keys = ("workload", "action", "dryRun", "result")
-            self.entries = [a for a in self.entries if any(a.get(k) != entry[k] for k in keys)]
-            self.entries.insert(0, entry)
+            del self.entries[0]  # the outcome of the action recorded as pending just before replaces it
+        # A repeat of an earlier outcome (same workload, action and result, e.g. AtMaxReplicas on every
+        # capture) replaces it, so repeats cannot push the last real action out of status.
+        keys = ("workload", "action", "dryRun", "result")
+        self.entries = [a for a in self.entries if any(a.get(k) != entry[k] for k in keys)]
+        self.entries.insert(0, entry)
         del self.entries[MAX_STATUS_ACTIONS:]
 
 

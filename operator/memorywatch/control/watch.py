@@ -52,7 +52,11 @@ DEFAULT_BACKOFF = Backoff()
 MAX_STATUS_CAPTURES = 10
 
 
-class ControllerFailed(Exception):
+class ControlError(Exception):
+    """The root of the controller's own errors."""
+
+
+class ControllerFailed(ControlError):
     """The controller cannot go on (a critical task keeps failing): the kopf daemon fails, kopf restarts it."""
 
     @classmethod
@@ -419,5 +423,5 @@ class WatchController:
         return True
 
 
-class StatusNotWritten(Exception):
-    pass
+class StatusNotWritten(ControlError):
+    """The cooldown that must precede an action could not be written to status: the action is not taken."""

@@ -116,3 +116,13 @@ def test_pod_facts_carry_restart_count_and_uid() -> None:
     info = pod_info(body)
     assert (info.uid, info.restart_count) == ("u-1", 3)
     assert pod_info({"metadata": {"name": "q"}}).restart_count == 0
+
+
+def test_repeated_outcomes_do_not_push_the_last_real_action_out() -> None:
+    log = ActionLog()
+    log.record(T0, "p1", "Deployment/d", "Scale", False, "Pending", "about to act")
+    log.record(T0, "p1", "Deployment/d", "Scale", False, "Done", "scaled to 2")
+    for i in range(20):
+        log.record(T0 + i, f"p{i}", "Deployment/d", "Scale", False, "Pending", "about to act")
+        log.record(T0 + i, f"p{i}", "Deployment/d", "Scale", False, "AtMaxReplicas", "at 2")
+    assert [e["result"] for e in log.entries] == ["AtMaxReplicas", "Done"]
