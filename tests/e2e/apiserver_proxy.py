@@ -1,9 +1,10 @@
-"""A real HTTPS proxy in front of the real kube-apiserver that answers Secret reads with 500 or 429 while told
-to, and passes everything else through unchanged (same credentials, same bodies). Clients trust the proxy's own
-test CA (trustme); the proxy verifies the API server with the cluster's CA."""
+"""A real HTTP proxy in front of the real kube-apiserver that answers Secret reads with 500 or 429 while told
+to, and passes everything else through unchanged (same credentials, same bodies). Clients talk plain HTTP to it
+on loopback; it talks HTTPS to the API server and verifies it with the cluster's CA."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 import ssl
@@ -19,17 +20,9 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 class FaultInjectingApiProxy:
-    def __init__(self, upstream: str, upstream_ca: Path, workdir: Path) -> None:
-        import trustme
-
+    def __init__(self, upstream: str, upstream_ca: Path) -> None:
         self.upstream = upstream.rstrip("/")
         self._upstream_ssl = ssl.create_default_context(cafile=str(upstream_ca))
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
-        self.ca_file = workdir / "proxy-ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        self._server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(self._server_ssl)
         self._failing: tuple[int, float] | None = None
         self.injected: collections.Counter[int] = collections.Counter()
         self.secret_requests = 0
@@ -51,17 +44,19 @@ class FaultInjectingApiProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._server_ssl)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{port}"
         return self.url
 
     async def close(self) -> None:
         if self._runner is not None:
+            await self._runner.shutdown()
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        await asyncio.sleep(0.1)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and SECRET_GET.match(request.path):
@@ -83,15 +78,14 @@ class FaultInjectingApiProxy:
             return web.Response(status=r.status, body=await r.read(), headers=out)
 
 
-def proxied_api_client(kubeconfig: Path, proxy_url: str, proxy_ca: Path) -> Any:
+def proxied_api_client(kubeconfig: Path, proxy_url: str) -> Any:
     """An ApiClient with the kubeconfig's credentials that talks to the proxy instead of the API server."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     # The kubeconfig loader's refresh hook copies the server and CA back before every request: the token is
-    # static here, so drop the hook and point the client at the proxy.
+    # static here, so drop the hook and point the client at the proxy (plain HTTP on loopback).
     cfg.refresh_api_key_hook = None
     cfg.host = proxy_url
-    cfg.ssl_ca_cert = str(proxy_ca)
     return client.ApiClient(cfg)

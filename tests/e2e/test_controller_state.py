@@ -172,9 +172,9 @@ async def test_secret_reads_failing_for_a_minute_through_a_real_proxy(
     create_mw(api, namespace, "leaky", spec)
 
     upstream = api.configuration.host
-    proxy = FaultInjectingApiProxy(upstream, pathlib.Path(api.configuration.ssl_ca_cert), tmp_path)
+    proxy = FaultInjectingApiProxy(upstream, pathlib.Path(api.configuration.ssl_ca_cert))
     await proxy.start()
-    kube = Kube(proxied_api_client(cluster.kubeconfig, proxy.url, proxy.ca_file))
+    kube = Kube(proxied_api_client(cluster.kubeconfig, proxy.url))
     try:
         async with running_controller(api, namespace, "leaky", tmp_path / "store", kube=kube) as (
             c,
@@ -224,4 +224,5 @@ async def test_secret_reads_failing_for_a_minute_through_a_real_proxy(
             assert (pod_name, "kept") in cooldowns, "the cooldown survived"
             assert scraper.samples[-1][0].bearer_token == "s3cret-tok"
     finally:
+        await asyncio.to_thread(kube.api.close)  # its kept-alive connections to the proxy first
         await proxy.close()
