@@ -8,8 +8,9 @@ from typing import Any
 import kopf
 
 from memorywatch import metrics
-from memorywatch.controller import WatchController
+from memorywatch.control.watch import ControllerFailed, WatchController
 from memorywatch.k8s.client import GROUP, PLURAL, VERSION
+from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
 
 FINALIZER = "memorywatch.io/finalizer"
@@ -37,7 +38,24 @@ def mw_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodIn
     return {namespace or "": pod_info(dict(body))}
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60.0)
+# How a daemon stops (kopf: the `stopped` flag, then after STOP_GRACE_SECONDS a cancellation, then up to
+# STOP_TIMEOUT_SECONDS before it is abandoned): the engine finishes a capture under way (a CPU profile of up to
+# 60 s plus the other profiles) before it returns. The chart's terminationGracePeriodSeconds is above the sum
+# (docs/operator.md, "Shutdown"). A daemon that raises (ControllerFailed) is restarted by kopf after `backoff`.
+STOP_GRACE_SECONDS = 5.0
+STOP_TIMEOUT_SECONDS = 120.0
+RESTART_BACKOFF_SECONDS = 10.0
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    cancellation_backoff=STOP_GRACE_SECONDS,
+    cancellation_timeout=STOP_TIMEOUT_SECONDS,
+    backoff=RESTART_BACKOFF_SECONDS,
+    errors=kopf.ErrorsMode.TEMPORARY,
+)
 async def watch_memorywatch(
     body: kopf.Body,
     name: str,
@@ -59,11 +77,16 @@ async def watch_memorywatch(
         namespace=namespace,
         name=name,
         uid=uid,
+        forward=lambda ns, pod, port, scheme: forwarded_url(memo.kube, ns, pod, port, scheme=scheme),
+        close_forward=close_forward,
     )
     controller.restore(dict(status))
     metrics.WATCHES.inc()
     logger.info("watching MemoryWatch %s/%s", namespace, name)
     try:
         await controller.run(lambda: body, lambda: list(mw_pods.get(namespace, [])), stopped)
+    except ControllerFailed as e:
+        logger.error("%s", e)
+        raise kopf.TemporaryError(str(e), delay=RESTART_BACKOFF_SECONDS) from e
     finally:
         metrics.WATCHES.dec()

@@ -22,6 +22,24 @@ ACTIONS = Counter(
 )
 WATCHES = Gauge("memorywatch_watches", "MemoryWatch objects being reconciled by this operator.")
 TARGETS = Gauge("memorywatch_targets", "Pods being watched across all MemoryWatch objects.")
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "memorywatch_event_loop_lag_seconds",
+    "How late the event loop ran a timer that was due (sampled every 0.25 s): work that blocks the loop.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TASK_FAULTS = Counter(
+    "memorywatch_task_faults",
+    "Unexpected failures of supervised tasks, by task (loop, capture, rule, status, events, reconcile, ...).",
+    ["task"],
+)
+EVENTS_DROPPED = Counter(
+    "memorywatch_engine_events_dropped",
+    "Engine events dropped because the controller's queue was full, by kind (samples first).",
+    ["kind"],
+)
+SECRET_READS = Counter(
+    "memorywatch_secret_reads", "Secret reads from the API server, by result (ok, error).", ["result"]
+)
 BUILD = Info("memorywatch_build", "The operator's version.")
 BUILD.info({"version": __version__})
 

@@ -18,6 +18,8 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from memorywatch.api.spec import WatchSpec
+from memorywatch.control.lag import measure_lag
+from memorywatch.control.supervise import Supervisor
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError
 
 log = logging.getLogger("memorywatch")
@@ -191,6 +193,8 @@ async def _main(
             await asyncio.sleep(15)
 
     prober = asyncio.create_task(probe_api())
+    process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
+    process_tasks.spawn("event-loop-lag", measure_lag)
     async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
         memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=KubeActions(kube))
         ready = asyncio.Event()
@@ -219,6 +223,7 @@ async def _main(
             await operator
         finally:
             prober.cancel()
+            await process_tasks.close()
             for r in runners:
                 await r.cleanup()
     return 0

@@ -24,6 +24,8 @@ class PodInfo:
     ports: Mapping[str, int]  # container port name -> number (unnamed ports under their number)
     owner: tuple[str, str] | None  # (kind, name) of the controller owner
     memory_limit_bytes: int | None
+    # Restarts of the pod's containers, summed: a rise means a new process behind the same pod name and IP.
+    restart_count: int = 0
 
     @property
     def running(self) -> bool:
@@ -65,7 +67,17 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         ports=ports,
         owner=owner,
         memory_limit_bytes=limit_total if limited and limit_total > 0 else None,
+        restart_count=_restart_count(status),
     )
+
+
+def _restart_count(status: Mapping[str, Any]) -> int:
+    total = 0
+    for c in status.get("containerStatuses") or []:
+        count = c.get("restartCount") if isinstance(c, Mapping) else None
+        if isinstance(count, int) and count > 0:
+            total += count
+    return total
 
 
 def resolve_port(endpoint: EndpointSpec, pod: PodInfo) -> int | None:

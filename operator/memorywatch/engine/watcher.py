@@ -23,6 +23,7 @@ from memorywatch.engine.events import (
     SampleEvent,
     ScrapeFailedEvent,
 )
+from memorywatch.rules.base import RuleStatus
 from memorywatch.rules.engine import Judgement, TargetJudge
 from memorywatch.rules.model import RuleKind, RuleSpec
 from memorywatch.rules.threshold import OVER_BUDGET
@@ -153,6 +154,53 @@ class Watcher:
         if state.capture_task is not None and not state.capture_task.done():
             self._orphan_captures.add(state.capture_task)
             state.capture_task.add_done_callback(self._orphan_captures.discard)
+
+    def rule_states(self, key: str) -> Mapping[str, RuleStatus]:
+        """Each rule's state for `key` as values (state, growth, judged window), in config order."""
+        state = self._states.get(key)
+        return state.judge.rule_states() if state else {}
+
+    def update_rules(self, rules: Sequence[RuleSpec]) -> None:
+        """Judge every target with a new rule set from now on. Rules whose spec did not change keep their series
+        and cooldowns (TargetJudge.update_rules); samples, baselines and captures under way are untouched."""
+        self._rules = tuple(rules)
+        for state in self._states.values():
+            state.judge.update_rules(self._rules)
+
+    def update_target(self, key: str, target: TargetConfig, *, limit_bytes: int | None = None) -> None:
+        """Swap how `key` is reached (a new token, CA, or port-forward address) in place: the next scrape uses
+        `target`, and its series, baseline and cooldowns stay. Unknown keys are ignored."""
+        state = self._states.get(key)
+        if state is None:
+            return
+        state.target = target
+        state.limit_bytes = limit_bytes
+
+    def restart_target(self, key: str, reason: str) -> None:
+        """The process behind `key` is a new one (the pod's UID or a container's restartCount changed): its
+        series and baseline start again; cooldowns stay, so the same breach is not captured twice."""
+        state = self._states.get(key)
+        if state is None:
+            return
+        cooldowns = state.judge.cooldowns()
+        state.judge = TargetJudge(self._rules, default_cooldown_seconds=self._settings.cooldown_seconds)
+        state.judge.restore_cooldowns(cooldowns)
+        state.recent.clear()
+        if state.baseline_task is not None and not state.baseline_task.done():
+            state.baseline_task.cancel()
+        state.baseline = None
+        state.baseline_task = None
+        self._emit(NoteEvent(key, self._clock(), f"the target restarted ({reason}); trends start again"))
+
+    def update_settings(self, settings: WatchSettings, store: CaptureStore | None = None) -> None:
+        """Take new capture settings (profiles, cooldown, CPU seconds) and, when given, a new store, for the
+        captures that start from now on. The interval is read by running loops only when they start: a new
+        interval needs a new Watcher."""
+        self._settings = settings
+        if store is not None:
+            self._store = store
+        for state in self._states.values():
+            state.judge.default_cooldown_seconds = settings.cooldown_seconds
 
     def cooldowns(self, key: str) -> dict[str, float]:
         state = self._states.get(key)

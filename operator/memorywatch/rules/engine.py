@@ -144,6 +144,31 @@ class TargetJudge:
             )
         return Judgement(breaches=tuple(breaches), restarted=restarted, notes=tuple(notes))
 
+    def update_rules(self, specs: Sequence[RuleSpec]) -> None:
+        """Take a new rule set without losing what is unchanged: a rule whose spec is equal to one already
+        judged keeps its Rule object (its series and warm-up); a changed or new rule starts its series afresh
+        (a changed rule keeps its cooldown: an edit must not repeat a capture); a removed rule is forgotten,
+        cooldown included. Order follows `specs`."""
+        kept = {rule.spec.name: rule for rule in self._rules}
+        rules: list[Rule] = []
+        for spec in specs:
+            old = kept.get(spec.name)
+            if old is not None and old.spec == spec:
+                rules.append(old)
+                continue
+            factory = _RULES.get(spec.kind)
+            if factory is None:
+                raise ValueError(f"no implementation for rule kind {spec.kind!r}")
+            rules.append(factory(spec))
+            self._verdicts.pop(spec.name, None)
+            self._notes.pop(spec.name, None)
+        names = {spec.name for spec in specs}
+        self._cooldown_until = {n: t for n, t in self._cooldown_until.items() if n in names}
+        self._verdicts = {n: v for n, v in self._verdicts.items() if n in names}
+        self._notes = {n: note for n, note in self._notes.items() if n in names}
+        self.specs = tuple(specs)
+        self._rules = rules
+
     def _cooldown_seconds(self, spec: RuleSpec) -> float:
         return self.default_cooldown_seconds if spec.cooldown_seconds is None else spec.cooldown_seconds
 

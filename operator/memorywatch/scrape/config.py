@@ -52,6 +52,8 @@ class TargetConfig:
     metrics_path: str | None = "/metrics"
     name: str | None = None
     expvar_path: str = "/debug/vars"
+    # False when the loopback address is not the target's own listener (a port-forward bridge in this process):
+    # then /proc would name this process, never the target, and RSS comes from /metrics or MemStats only.
     read_proc_rss: bool = True
 
     def __post_init__(self) -> None:

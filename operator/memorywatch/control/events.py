@@ -1,0 +1,105 @@
+"""Turns the engine's events into what the controller records: target health, faults (Degraded), breaches
+(write-ahead cooldown, LeakDetected), captures (status.captures, then the action) and metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from memorywatch import metrics
+from memorywatch.control.faults import Fault
+from memorywatch.control.status import iso
+from memorywatch.engine.events import (
+    BreachEvent,
+    CaptureEvent,
+    CaptureFailedEvent,
+    Event,
+    FaultEvent,
+    NoteEvent,
+    SampleEvent,
+    ScrapeFailedEvent,
+)
+
+if TYPE_CHECKING:
+    from memorywatch.control.watch import WatchController
+
+log = logging.getLogger(__name__)
+
+MAX_STATUS_CAPTURES = 10
+
+
+class EventHandler:
+    def __init__(self, controller: WatchController) -> None:
+        self.c = controller
+
+    async def handle(self, event: Event) -> None:
+        c = self.c
+        if isinstance(event, SampleEvent):
+            metrics.SCRAPES.labels(result="ok").inc()
+            metrics.SCRAPE_SECONDS.observe(event.duration_seconds)
+            c.pods.sample_ok(event.target, event.sample.time)
+            c.faults.sample_ok(event.target, event.sample.time)
+        elif isinstance(event, ScrapeFailedEvent):
+            metrics.SCRAPES.labels(result="error").inc()
+            c.pods.scrape_failed(event.target, event.error, event.reason)
+            await c.poster.on_watch("Warning", "ScrapeFailed", f"pod {event.target}: {event.error}")
+        elif isinstance(event, FaultEvent):
+            c.report_fault(
+                Fault(
+                    event.target, event.component, event.cause, event.message, event.time, event.retry_seconds
+                )
+            )
+            await c.write_status()
+        elif isinstance(event, BreachEvent):
+            await self._breach(event)
+        elif isinstance(event, CaptureEvent):
+            await self._capture(event)
+        elif isinstance(event, CaptureFailedEvent):
+            metrics.CAPTURES.labels(result="error").inc()
+            c.store.error = event.error
+            text = f"pod {event.target}, rule {event.rule}: {event.error}"
+            await c.poster.on_watch("Warning", "CaptureFailed", text)
+        elif isinstance(event, NoteEvent):
+            log.info("%s/%s pod %s: %s", c.namespace, c.name, event.target, event.message)
+
+    async def _breach(self, event: BreachEvent) -> None:
+        c, b = self.c, event.breach
+        metrics.BREACHES.labels(kind=str(b.kind)).inc()
+        default = c.spec.capture.cooldown_seconds if c.spec else 1800.0
+        cooldown = float(b.evidence.get("cooldown_seconds", default))
+        # Write-ahead: the cooldown is in status before the capture is reported, so a restart cannot repeat it.
+        c.cooldowns[(event.target, b.rule, "Capture")] = b.time + cooldown
+        c.note_leak(f"pod {event.target}: {b.message}")
+        await c.write_status(force=True)
+        text = f"rule {b.rule} ({b.kind}) on pod {event.target}: {b.message}"
+        await c.poster.on_watch("Warning", "LeakDetected", text)
+        await c.poster.on_pod(event.target, "Warning", "LeakDetected", f"MemoryWatch {c.name}: {b.message}")
+
+    async def _capture(self, event: CaptureEvent) -> None:
+        c = self.c
+        metrics.CAPTURES.labels(result="ok" if not event.errors else "partial").inc()
+        c.store.error = None
+        c.faults.capture_ok(event.target, event.time)
+        entry = {
+            "time": iso(event.time),
+            "pod": event.target,
+            "rule": event.rule,
+            "location": event.location,
+            "summary": event.summary[:1000],
+        }
+        c.captures.insert(0, entry)
+        del c.captures[MAX_STATUS_CAPTURES:]
+        await c.write_status(force=True)
+        text = f"pod {event.target}, rule {event.rule}: {event.summary[:600]} -> {event.location}"
+        await c.poster.on_watch("Normal", "ProfilesCaptured", text)
+        await c.poster.on_pod(
+            event.target, "Normal", "ProfilesCaptured", f"MemoryWatch {c.name}: {event.location}"
+        )
+        if c.spec is not None and c.spec.action.type != "None":
+            action = c.spec.action
+            await c.supervisor.attempt(
+                "action",
+                lambda: c.executor.after_capture(event.target, action),
+                target=event.target,
+                retry=False,
+            )
