@@ -16,7 +16,7 @@ from memorywatch.k8s import ApiUnavailable, NotFoundError, ObjectRef, TooManyReq
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules.model import Probe
 from memorywatch.samples import Sample
-from memorywatch.scrape import ScrapeError, TargetConfig
+from memorywatch.scrape import Limits, ScrapeError, TargetConfig
 from memorywatch.targets import PodInfo
 
 T0 = 1_760_000_000.0
@@ -120,6 +120,7 @@ class SyntheticScraper:
         self.step_seconds = step_seconds
         self.samples: list[tuple[TargetConfig, Sample]] = []
         self.goroutines: dict[str, int] = {}
+        self.limits = Limits()
 
     async def sample(
         self, target: TargetConfig, *, probes: frozenset[Probe] = frozenset(), now: Any = None
