@@ -213,7 +213,7 @@ class WatchController:
                     for (pod, rule, kind), until in self._cooldowns.items()
                     if pod == key and kind == "Capture"
                 }
-                limit = found.memory_limit_bytes if found is not None else None
+                limit = found.memory_limit_for_port(state.port) if found is not None else None
                 self.watcher.add_target(key, target, pod=key, cooldowns=cooldowns, limit_bytes=limit)
 
         metrics.TARGETS.inc(len(desired) - self._target_count)

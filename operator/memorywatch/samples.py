@@ -17,6 +17,9 @@ class Sample:
     target exports it), never a mid-cycle HeapAlloc; `heap_live_objects` likewise counts objects. `rss_bytes` is resident memory from the best source the
     target offers, named in `rss_source` (`prometheus`, `metrics-api`, `proc`, or `maxrss`, a lower bound).
     `goroutine_profile` is present only when a rule asked for stacks on this scrape.
+    `heap_profile_rate` is the target's runtime.MemProfileRate as its heap profile states it (`@ heap/2N`);
+    0 means heap profiling is off, so the profile is empty and `heap_live_*` are None unless the target
+    exports the runtime's own live-heap metric.
     """
 
     target: str
@@ -31,4 +34,5 @@ class Sample:
     finalizers_executed: int | None = None
     threads: int | None = None
     limit_bytes: int | None = None
+    heap_profile_rate: int | None = None
     goroutine_profile: GoroutineProfile | None = None

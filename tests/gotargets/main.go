@@ -35,6 +35,7 @@ type config struct {
 	tlsKey      string
 	expvar      bool
 	metrics     bool
+	logRequests bool
 }
 
 var knownModes = []string{"healthy", "goroutine-leak", "heap-leak", "cgo-leak", "finalizer-leak"}
@@ -55,6 +56,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "private key for -tls-cert (PEM)")
 	fs.BoolVar(&cfg.expvar, "expvar", false, "also serve expvar at /debug/vars")
 	fs.BoolVar(&cfg.metrics, "metrics", false, "also serve Prometheus text at /metrics")
+	fs.BoolVar(&cfg.logRequests, "log-requests", false, "print every request line (path and query) to stderr, so tests see what a watcher asked")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -18,6 +18,7 @@ from memorywatch.api.units import format_bytes
 from memorywatch.pprof import PprofError
 from memorywatch.pprof.goroutines import GoroutineProfile, diff_goroutines, parse_goroutine_debug1
 from memorywatch.pprof.profiles import parse_profile, profile_info, top_growth_by_function
+from memorywatch.rules.guards import stack_dump_refusal
 from memorywatch.rules.model import Breach, RuleKind
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
@@ -230,13 +231,19 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
     """Fetch, summarise and store one capture. Raises only `StoreError` (the store could not be written)."""
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     wanted = [p for p in dict.fromkeys(req.profiles) if p in PROFILE_SOURCES]
+    # Do no harm: no stop-the-world stack dump of a target with too many goroutines (rules/guards.py).
+    refusal = stack_dump_refusal(req.recent[-1].goroutines if req.recent else None)
+    if "goroutine-stacks" not in wanted:
+        refusal = None
+    elif refusal is not None:
+        wanted.remove("goroutine-stacks")
     tasks = [_fetch(scraper, req, p) for p in wanted]
     tasks.append(_fetch_groups(scraper, req.target))
     results = await asyncio.gather(*tasks, return_exceptions=True)
 
     fetched: dict[str, bytes] = {}
     notes: dict[str, dict[str, Any]] = {}
-    errors: list[str] = []
+    errors: list[str] = [f"goroutine-stacks: {refusal}"] if refusal is not None else []
     for profile, result in zip([*wanted, "goroutine-groups"], results, strict=True):
         if isinstance(result, ScrapeError):
             errors.append(f"{profile}: {result}")

@@ -160,6 +160,11 @@ class Scraper:
         assert goroutine_profile is None or isinstance(goroutine_profile, GoroutineProfile)
 
         rss_bytes, rss_source = self._rss(target, state, prom, heap)
+
+        def profiled(estimate: int) -> int | None:
+            # MemProfileRate=0: the heap profile is empty, and its zero totals are not a live heap of 0.
+            return estimate if heap.sampling_rate_bytes > 0 else None
+
         return Sample(
             target=target.display_name,
             time=now(),
@@ -167,8 +172,9 @@ class Scraper:
             memstats=heap.memstats,
             heap_live_bytes=prom.heap_live_bytes
             if prom and prom.heap_live_bytes is not None
-            else heap.live_bytes_estimate,
-            heap_live_objects=heap.live_objects_estimate,
+            else profiled(heap.live_bytes_estimate),
+            heap_live_objects=profiled(heap.live_objects_estimate),
+            heap_profile_rate=heap.sampling_rate_bytes,
             rss_bytes=rss_bytes,
             rss_source=rss_source,
             finalizers_queued=prom.finalizers_queued if prom else None,
