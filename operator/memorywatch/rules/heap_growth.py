@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from memorywatch.api import units
+from memorywatch.rules import retention
 from memorywatch.rules.base import TrendRule, Verdict
 from memorywatch.rules.gc_points import GcFreshness
 from memorywatch.rules.model import Probe, RuleSpec
@@ -25,6 +27,11 @@ NO_PROFILE_NOTE = (
     " is unknown; leave MemProfileRate at its default or export go_gc_heap_live_bytes on /metrics"
 )
 NO_LIVE_HEAP_NOTE = "HeapGrowth inactive: the target reports no live-heap figure (no heap profile)"
+# Retention is judged between a snapshot of the sites taken when the heap first looked suspicious and now,
+# at least this share of a window apart. A rise whose sites free what they allocate is held back for at most
+# FREED_HOLD_SHARE of a window: a leak through a busy, shared allocation site still fires after that.
+MIN_RETENTION_SPAN_SHARE = 0.25
+FREED_HOLD_SHARE = 0.5
 
 
 class HeapGrowth(TrendRule):
@@ -36,16 +43,55 @@ class HeapGrowth(TrendRule):
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
         self._last_num_gc: int | None = None
+        self._sites_anchor: tuple[float, tuple[tuple[int, int, int], ...]] | None = None
+        self._sites_now: tuple[float, tuple[tuple[int, int, int], ...]] | None = None
+        self._retention: retention.Retention | None = None
+        self._freed_since: float | None = None
         self.freshness = GcFreshness(self.window_seconds, self.min_growth)
 
     def reset(self) -> None:
         super().reset()
         self._last_num_gc = None
+        self._sites_anchor = self._sites_now = None
+        self._retention = None
+        self._freed_since = None
         self.freshness.reset()
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
         self.freshness.observe(sample)
+        if sample.heap_sites is not None:
+            self._sites_now = (sample.time, tuple(sample.heap_sites))
+            if not self.suspicious:
+                self._sites_anchor = None  # the anchor is taken when suspicion begins
+            elif self._sites_anchor is None:
+                self._sites_anchor = self._sites_now
         return self.judge(sample, started_at=started_at)
+
+    def confirm(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
+        signals, why = super().confirm(trend, now)
+        self._retention = None
+        if signals is None:
+            return signals, why
+        anchor, current = self._sites_anchor, self._sites_now
+        span = current[0] - anchor[0] if anchor is not None and current is not None else 0.0
+        if (
+            anchor is not None
+            and current is not None
+            and span >= MIN_RETENTION_SPAN_SHARE * self.window_seconds
+        ):
+            self._retention = retention.judge(anchor[1], current[1], trend.slope_per_second * span)
+        if self._retention is None or self._retention.verdict == retention.KEPT:
+            self._freed_since = None
+            return (signals if self._retention is None else [*signals, self._retention.phrase]), ""
+        if self._freed_since is None:
+            self._freed_since = now
+        held = now - self._freed_since
+        if held >= FREED_HOLD_SHARE * self.window_seconds:
+            return [
+                *signals,
+                f"still rising {units.format_duration(held)} after {self._retention.phrase}",
+            ], ""
+        return None, f"held back: {self._retention.phrase}"
 
     def wants(self, now: float) -> frozenset[Probe]:
         return frozenset({Probe.FRESH_GC}) if self.freshness.wants_fresh_gc(now) else frozenset()
@@ -64,6 +110,8 @@ class HeapGrowth(TrendRule):
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample
         extra: dict[str, Any] = {"source": "heap_live_bytes", "gc_points": trend.points}
+        if self._retention is not None:
+            extra["retention"] = self._retention.evidence
         message = (
             f"The live heap after GC {self.growth_phrase(trend)} and its floor rose at every stage of the window:"
             " the program keeps references to memory it no longer frees;"
