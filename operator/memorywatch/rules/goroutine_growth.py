@@ -22,6 +22,9 @@ from memorywatch.samples import Sample
 # Spread the stack snapshots over the window: a diff over minutes separates a leak from a burst.
 SNAPSHOT_SPACING_SHARE = 1 / 8
 MIN_SNAPSHOT_SPACING_SECONDS = 30.0
+# Identity dumps (debug=2) compare goroutine IDs, not group counts: goroutines serving load live for seconds,
+# so dumps a few seconds apart already show them turning over; spaced at window/8, at least this far apart.
+MIN_DUMP_SPACING_SECONDS = 5.0
 # A group must add at least this many goroutines across the snapshots to be named.
 MIN_GROUP_DELTA = 1
 # Server-side connection handlers: one goroutine per open connection, so they grow with clients and load,
@@ -81,7 +84,8 @@ class GoroutineGrowth(TrendRule):
         latest = self.series.latest
         crowded = latest is None or latest.value > MAX_DUMP_GOROUTINES  # do no harm: no STW dump past it
         last_dump = self.dumps.last_time
-        if not crowded and (last_dump is None or now - last_dump >= spacing):
+        dump_spacing = max(MIN_DUMP_SPACING_SECONDS, self.window_seconds * SNAPSHOT_SPACING_SHARE)
+        if not crowded and (last_dump is None or now - last_dump >= dump_spacing):
             wanted.add(Probe.GOROUTINE_DUMP)
         return frozenset(wanted)
 

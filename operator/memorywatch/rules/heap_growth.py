@@ -12,6 +12,7 @@ and under a memory limit it stays flat while the live heap grows. A target witho
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from memorywatch.api import units
@@ -27,10 +28,11 @@ NO_PROFILE_NOTE = (
     " is unknown; leave MemProfileRate at its default or export go_gc_heap_live_bytes on /metrics"
 )
 NO_LIVE_HEAP_NOTE = "HeapGrowth inactive: the target reports no live-heap figure (no heap profile)"
-# Retention is judged between a snapshot of the sites taken when the heap first looked suspicious and now,
-# at least this share of a window apart. A rise whose sites free what they allocate is held back for at most
+# Retention is judged between the oldest snapshot of the sites inside the window (one is kept every eighth of
+# a window, so at most nine) and now, at least this share of a window apart. A rise whose sites free what they allocate is held back for at most
 # FREED_HOLD_SHARE of a window: a leak through a busy, shared allocation site still fires after that.
 MIN_RETENTION_SPAN_SHARE = 0.25
+SITES_SPACING_SHARE = 0.125
 FREED_HOLD_SHARE = 0.5
 
 
@@ -43,7 +45,9 @@ class HeapGrowth(TrendRule):
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
         self._last_num_gc: int | None = None
-        self._sites_anchor: tuple[float, tuple[tuple[int, int, int], ...]] | None = None
+        self._site_history: collections.deque[tuple[float, tuple[tuple[int, int, int], ...]]] = (
+            collections.deque()
+        )
         self._sites_now: tuple[float, tuple[tuple[int, int, int], ...]] | None = None
         self._retention: retention.Retention | None = None
         self._freed_since: float | None = None
@@ -52,7 +56,8 @@ class HeapGrowth(TrendRule):
     def reset(self) -> None:
         super().reset()
         self._last_num_gc = None
-        self._sites_anchor = self._sites_now = None
+        self._site_history.clear()
+        self._sites_now = None
         self._retention = None
         self._freed_since = None
         self.freshness.reset()
@@ -61,18 +66,22 @@ class HeapGrowth(TrendRule):
         self.freshness.observe(sample)
         if sample.heap_sites is not None:
             self._sites_now = (sample.time, tuple(sample.heap_sites))
-            if not self.suspicious:
-                self._sites_anchor = None  # the anchor is taken when suspicion begins
-            elif self._sites_anchor is None:
-                self._sites_anchor = self._sites_now
+            history = self._site_history
+            while history and history[0][0] < sample.time - self.window_seconds:
+                history.popleft()
+            if not history or sample.time - history[-1][0] >= SITES_SPACING_SHARE * self.window_seconds:
+                history.append(self._sites_now)
         return self.judge(sample, started_at=started_at)
 
     def confirm(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
         signals, why = super().confirm(trend, now)
         self._retention = None
         if signals is None:
+            if self._freed_since is not None and now - self._freed_since > self.window_seconds:
+                self._freed_since = None  # an old hold must not let a later rise fire at once
             return signals, why
-        anchor, current = self._sites_anchor, self._sites_now
+        anchor = self._site_history[0] if self._site_history else None
+        current = self._sites_now
         span = current[0] - anchor[0] if anchor is not None and current is not None else 0.0
         if (
             anchor is not None
