@@ -28,6 +28,8 @@ type config struct {
 	rate        float64
 	max         float64
 	leakAfter   time.Duration
+	ramp        time.Duration
+	churn       float64
 	startupStep int64
 	prefix      string
 	token       string
@@ -38,7 +40,10 @@ type config struct {
 	logRequests bool
 }
 
-var knownModes = []string{"healthy", "goroutine-leak", "heap-leak", "cgo-leak", "finalizer-leak"}
+var knownModes = []string{
+	"healthy", "goroutine-leak", "heap-leak", "cgo-leak", "finalizer-leak",
+	"cache-warmup", "load-ramp", "step-leak", "one-off", "map-high-water", "memlimit-sawtooth",
+}
 
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("gotarget", flag.ContinueOnError)
@@ -49,6 +54,8 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&cfg.rate, "rate", 0, "leak rate per second in the mode's unit (goroutines, bytes, objects); 0 = mode default")
 	fs.Float64Var(&cfg.max, "max", 0, "cap on the total leaked per mode, in the mode's unit; 0 = 1GiB of bytes or 200000 goroutines/objects")
 	fs.DurationVar(&cfg.leakAfter, "leak-after", 0, "delay before leaking starts")
+	fs.Float64Var(&cfg.churn, "churn", 0, "bytes per second of short-lived garbage (a service that allocates, so it collects on its own)")
+	fs.DurationVar(&cfg.ramp, "ramp", 15*time.Second, "time scale of the look-alike modes (warm-up, load ramp, step period, saw-tooth period)")
 	fs.Int64Var(&cfg.startupStep, "startup-step", 32<<20, "bytes retained once at start-up in healthy mode")
 	fs.StringVar(&cfg.prefix, "prefix", "/debug/pprof", "path prefix for net/http/pprof")
 	fs.StringVar(&cfg.token, "token", "", "require Authorization: Bearer TOKEN on every endpoint")
