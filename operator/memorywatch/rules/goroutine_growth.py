@@ -14,7 +14,7 @@ from memorywatch.api import units
 from memorywatch.pprof import goroutines
 from memorywatch.rules import identity, stacks
 from memorywatch.rules.base import TrendRule, Verdict
-from memorywatch.rules.guards import MAX_DUMP_GOROUTINES
+from memorywatch.rules.guards import MAX_IDENTITY_DUMP_GOROUTINES
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.trend import Trend
 from memorywatch.samples import Sample
@@ -82,7 +82,9 @@ class GoroutineGrowth(TrendRule):
         if last is None or now - last >= spacing:
             wanted.add(Probe.GOROUTINE_STACKS)
         latest = self.series.latest
-        crowded = latest is None or latest.value > MAX_DUMP_GOROUTINES  # do no harm: no STW dump past it
+        crowded = (
+            latest is None or latest.value > MAX_IDENTITY_DUMP_GOROUTINES
+        )  # do no harm: no STW dump past it
         last_dump = self.dumps.last_time
         dump_spacing = max(MIN_DUMP_SPACING_SECONDS, self.window_seconds * SNAPSHOT_SPACING_SHARE)
         if not crowded and (last_dump is None or now - last_dump >= dump_spacing):

@@ -18,6 +18,9 @@ RUNTIME_FORCED_GC_SECONDS = 120.0
 # debug=2 formats every stack with the world stopped: ~1–5 µs per goroutine, so 50,000 goroutines already
 # mean a pause of the order of 100 ms, and the text runs to tens of MB (Go truncates it at 64 MB).
 MAX_DUMP_GOROUTINES = 50_000
+# Identity dumps (rules/identity.py) are taken several times per window, and one is read only up to 16 MiB
+# (about 10,000 goroutines of typical stacks): past this count none is asked.
+MAX_IDENTITY_DUMP_GOROUTINES = 10_000
 
 
 def stack_dump_refusal(goroutines: int | None) -> str | None:

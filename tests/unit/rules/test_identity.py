@@ -99,7 +99,7 @@ def test_no_dump_is_asked_of_a_target_past_the_goroutine_ceiling() -> None:
     asked = set()
     for i in range(40):
         t = i * 30.0
-        judge.observe(Sample(target="pod", time=T0 + t, goroutines=60_000 + 200 * i))
+        judge.observe(Sample(target="pod", time=T0 + t, goroutines=11_000 + 200 * i))
         asked |= judge.wants()
     assert Probe.GOROUTINE_STACKS in asked, "the grouped debug=1 profile is still fine"
     assert Probe.GOROUTINE_DUMP not in asked
