@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ type config struct {
 	leakAfter   time.Duration
 	ramp        time.Duration
 	churn       float64
+	profileRate int
 	startupStep int64
 	prefix      string
 	token       string
@@ -54,6 +56,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&cfg.rate, "rate", 0, "leak rate per second in the mode's unit (goroutines, bytes, objects); 0 = mode default")
 	fs.Float64Var(&cfg.max, "max", 0, "cap on the total leaked per mode, in the mode's unit; 0 = 1GiB of bytes or 200000 goroutines/objects")
 	fs.DurationVar(&cfg.leakAfter, "leak-after", 0, "delay before leaking starts")
+	fs.IntVar(&cfg.profileRate, "mem-profile-rate", -1, "set runtime.MemProfileRate at start (0 turns heap profiling off); -1 leaves Go's default")
 	fs.Float64Var(&cfg.churn, "churn", 0, "bytes per second of short-lived garbage (a service that allocates, so it collects on its own)")
 	fs.DurationVar(&cfg.ramp, "ramp", 15*time.Second, "time scale of the look-alike modes (warm-up, load ramp, step period, saw-tooth period)")
 	fs.Int64Var(&cfg.startupStep, "startup-step", 32<<20, "bytes retained once at start-up in healthy mode")
@@ -99,6 +102,9 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "gotarget:", err)
 		os.Exit(2)
+	}
+	if cfg.profileRate >= 0 {
+		runtime.MemProfileRate = cfg.profileRate // as early as possible, as the runtime docs ask
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
