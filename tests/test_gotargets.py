@@ -333,3 +333,54 @@ def go_minor() -> int:
     version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout
     match = re.match(r"go1\.(\d+)", version)
     return int(match.group(1)) if match else 0
+
+
+def goroutine_ids(http: httpx.Client, target: GoTarget) -> set[int]:
+    text = http.get(target.pprof_url + "goroutine", params={"debug": "2"}).text
+    return {int(m) for m in re.findall(r"^goroutine (\d+) \[", text, re.MULTILINE)}
+
+
+def test_log_requests_prints_every_request_line(gotarget: GoTargetFactory) -> None:
+    target = gotarget("", log_requests=True)
+    with client() as http:
+        http.get(target.pprof_url + "heap", params={"debug": "1", "gc": "1"}).raise_for_status()
+    time.sleep(0.2)
+    assert "request GET /debug/pprof/heap?debug=1&gc=1" in target.log_text()
+
+
+def test_churn_makes_the_target_collect_on_its_own(gotarget: GoTargetFactory) -> None:
+    target = gotarget("", churn=32 * MiB)
+    with client() as http:
+        before = memstat(http.get(target.pprof_url + "heap", params={"debug": "1"}).text, "NumGC")
+        time.sleep(2)
+        text = http.get(target.pprof_url + "heap", params={"debug": "1"}).text
+    assert memstat(text, "NumGC") >= before + 3, "garbage on the heap, not on a goroutine stack"
+    assert memstat(text, "NumForcedGC") == 0
+
+
+def test_load_ramp_goroutines_rise_and_turn_over(gotarget: GoTargetFactory) -> None:
+    target = gotarget("load-ramp", max=600, ramp="6s")
+    with client() as http:
+        time.sleep(1)
+        first_count, first_ids = goroutine_count(http, target), goroutine_ids(http, target)
+        time.sleep(3)
+        later_count, later_ids = goroutine_count(http, target), goroutine_ids(http, target)
+    assert later_count >= first_count + 150, (first_count, later_count)
+    kept = len(first_ids & later_ids)
+    assert kept <= 0.2 * len(first_ids) + 20, "goroutines serving load are new ones, with new IDs"
+
+
+def test_step_leak_retains_in_steps_and_cache_warmup_holds(gotarget: GoTargetFactory) -> None:
+    steps = gotarget("step-leak", rate=2 * MiB, ramp="2s")
+    cache = gotarget("cache-warmup", rate=8 * MiB, ramp="1s")
+    with client() as http:
+        time.sleep(0.5)
+        live = [memstat(heap_after_gc(http, steps), "HeapAlloc")]
+        for _ in range(3):
+            time.sleep(1)
+            live.append(memstat(heap_after_gc(http, steps), "HeapAlloc"))
+        warm = memstat(heap_after_gc(http, cache), "HeapAlloc")
+        time.sleep(3)
+        held = memstat(heap_after_gc(http, cache), "HeapAlloc")
+    assert live[-1] - live[0] >= 3 * MiB, live  # a 4 MiB step every 2 s
+    assert abs(held - warm) <= 3 * MiB, (warm, held)  # warm after ~3 time constants: inserts = evictions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from memorywatch.pprof.goroutine_ids import GoroutineIds
 from memorywatch.pprof.goroutines import GoroutineProfile
 from memorywatch.pprof.memstats import MemStats
 
@@ -17,6 +18,11 @@ class Sample:
     target exports it), never a mid-cycle HeapAlloc; `heap_live_objects` likewise counts objects. `rss_bytes` is resident memory from the best source the
     target offers, named in `rss_source` (`prometheus`, `metrics-api`, `proc`, or `maxrss`, a lower bound).
     `goroutine_profile` is present only when a rule asked for stacks on this scrape.
+    `heap_sites` are the heap profile's largest allocation sites as (site key, in-use bytes, allocated
+    bytes), at most 32, unsampled (None without a heap profile). `goroutine_ids` (a hash-sample of at most 512 goroutine IDs from a debug=2 dump) is present only when a
+    rule asked for Probe.GOROUTINE_DUMP. `heap_profile_rate` is the target's runtime.MemProfileRate as its heap profile states it (`@ heap/2N`);
+    0 means heap profiling is off, so the profile is empty and `heap_live_*` are None unless the target
+    exports the runtime's own live-heap metric.
     """
 
     target: str
@@ -31,4 +37,7 @@ class Sample:
     finalizers_executed: int | None = None
     threads: int | None = None
     limit_bytes: int | None = None
+    heap_profile_rate: int | None = None
+    goroutine_ids: GoroutineIds | None = None
+    heap_sites: tuple[tuple[int, int, int], ...] | None = None
     goroutine_profile: GoroutineProfile | None = None

@@ -9,6 +9,8 @@ from typing import Any
 from memorywatch.api.spec import EndpointSpec
 from memorywatch.api.units import UnitError, parse_quantity
 
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
 
 @dataclasses.dataclass(frozen=True)
 class PodInfo:
@@ -23,9 +25,21 @@ class PodInfo:
     deleting: bool
     ports: Mapping[str, int]  # container port name -> number (unnamed ports under their number)
     owner: tuple[str, str] | None  # (kind, name) of the controller owner
+    # The memory limit of the pod's default container (the `kubectl.kubernetes.io/default-container`
+    # annotation, else the first container): the fallback when the pprof port is not a declared port.
     memory_limit_bytes: int | None
     # Restarts of the pod's containers, summed: a rise means a new process behind the same pod name and IP.
     restart_count: int = 0
+    # container port number -> the memory limit of the container declaring it (None: that one has no limit)
+    port_memory_limits: Mapping[int, int | None] = dataclasses.field(default_factory=dict)
+
+    def memory_limit_for_port(self, port: int | None) -> int | None:
+        """The limit the kernel enforces on the process serving `port`: each container is OOM-killed at its
+        own limit, not at the pod's total, so a 600Mi app next to a 2Gi sidecar is forecast against 600Mi.
+        An undeclared port falls back to the default container's limit."""
+        if port is not None and port in self.port_memory_limits:
+            return self.port_memory_limits[port]
+        return self.memory_limit_bytes
 
     @property
     def running(self) -> bool:
@@ -38,20 +52,20 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     ports: dict[str, int] = {}
-    limit_total = 0
-    limited = True
-    for c in spec.get("containers") or []:
+    port_limits: dict[int, int | None] = {}
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
+    for c in containers:
+        limit = _memory_limit(c)
         for p in c.get("ports") or []:
-            number = p.get("containerPort")
+            number = p.get("containerPort") if isinstance(p, Mapping) else None
             if isinstance(number, int):
                 ports[str(p.get("name") or number)] = number
                 ports.setdefault(str(number), number)
-        raw = ((c.get("resources") or {}).get("limits") or {}).get("memory")
-        try:
-            limit_total += int(parse_quantity(raw)) if raw is not None else 0
-            limited = limited and raw is not None
-        except UnitError:
-            limited = False
+                port_limits.setdefault(number, limit)
+    default_name = (meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    default = next(
+        (c for c in containers if c.get("name") == default_name), containers[0] if containers else None
+    )
     owner = None
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
@@ -66,7 +80,8 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         deleting=meta.get("deletionTimestamp") is not None,
         ports=ports,
         owner=owner,
-        memory_limit_bytes=limit_total if limited and limit_total > 0 else None,
+        memory_limit_bytes=_memory_limit(default) if default is not None else None,
+        port_memory_limits=port_limits,
         restart_count=_restart_count(status),
     )
 
@@ -78,6 +93,18 @@ def _restart_count(status: Mapping[str, Any]) -> int:
         if isinstance(count, int) and count > 0:
             total += count
     return total
+
+
+def _memory_limit(container: Mapping[str, Any]) -> int | None:
+    """A container's memory limit in bytes; None when it has none or it does not parse."""
+    raw = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    if raw is None:
+        return None
+    try:
+        limit = int(parse_quantity(raw))
+    except UnitError:
+        return None
+    return limit if limit > 0 else None
 
 
 def resolve_port(endpoint: EndpointSpec, pod: PodInfo) -> int | None:

@@ -187,6 +187,7 @@ def _deploy(
     replicas: int = 1,
     extra_args: list[str] | None = None,
     memory_limit: str | None = None,
+    sidecar_memory_limit: str | None = None,
 ) -> list[str]:
     binary = build_gotarget()
     args = [
@@ -200,6 +201,15 @@ def _deploy(
         manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
             "limits": {"memory": memory_limit}
         }
+    if sidecar_memory_limit:
+        # A sidecar with a bigger limit, listed first: the kernel kills each container at its own limit, so
+        # the forecast must use the limit of the container serving pprof, not the pod's sum or the first one.
+        sidecar = deployment_manifest(
+            "sidecar", [str(binary)], args=["-listen=$(POD_IP):6061", "-mode=healthy"], ports=[6061]
+        )["spec"]["template"]["spec"]["containers"][0]
+        sidecar["name"] = "sidecar"
+        sidecar["resources"] = {"limits": {"memory": sidecar_memory_limit}}
+        manifest["spec"]["template"]["spec"]["containers"].insert(0, sidecar)
     op.apps.create_namespaced_deployment(namespace, manifest)
     pods = wait_until(
         lambda: (p := running_pods(op.core, namespace, f"app={name}")) and len(p) >= replicas and p,
@@ -324,10 +334,14 @@ def scenarios(
     s["pf"] = Scenario(n, "tunnel", "tunnel", _deploy(op, n, "tunnel", "goroutine-leak", rate=20))
     _apply(op, n, memorywatch("tunnel", "tunnel", endpoint={"access": "PortForward"}))
 
-    # the container's memory limit comes close: the forecast fires before the limit is reached
+    # the container's memory limit comes close: the forecast fires before the limit is reached; a 600Mi app
+    # next to a 2Gi sidecar is forecast against 600Mi
     n = ns("e2e-limit")
     s["limit"] = Scenario(
-        n, "filler", "filler", _deploy(op, n, "filler", "heap-leak", rate=2 << 20, memory_limit="600Mi")
+        n,
+        "filler",
+        "filler",
+        _deploy(op, n, "filler", "heap-leak", rate=2 << 20, memory_limit="600Mi", sidecar_memory_limit="2Gi"),
     )
     near = [{"name": "near-limit", "kind": "MemoryLimit", "window": "30s", "horizon": "5m"}]
     _apply(op, n, memorywatch("filler", "filler", rules=near))
@@ -511,7 +525,8 @@ def test_https_with_bearer_token_and_no_secret_leaks(
 def test_container_memory_limit_forecast(mw_operator: Operator, settled: dict[str, Scenario]) -> None:
     status = _status(mw_operator, settled["limit"])
     assert status.get("captures") and status["captures"][0]["rule"] == "near-limit", dump(status)
-    assert "600" in status["captures"][0]["summary"] or "limit" in status["captures"][0]["summary"].lower()
+    summary = status["captures"][0]["summary"]
+    assert "600 MiB limit" in summary, f"forecast against the app container's own 600Mi, not 2.6Gi: {summary}"
 
 
 def test_port_forward_access(mw_operator: Operator, settled: dict[str, Scenario]) -> None:

@@ -26,6 +26,7 @@ func startBehaviours(ctx context.Context, cfg config) {
 	if cfg.modes["healthy"] {
 		startHealthy(ctx, cfg.startupStep)
 	}
+	startLookalikes(ctx, cfg)
 	leakers := map[string]func(n int64){
 		"goroutine-leak": leakGoroutines,
 		"heap-leak":      retainRecords,
@@ -273,5 +274,37 @@ func boundedCache(ctx context.Context) {
 			}
 		}
 		cacheMu.Unlock()
+	}
+}
+
+// startLookalikes starts the look-alike and step-leak modes (lookalikes.go); -rate and -max size them in
+// bytes (or peak goroutines for load-ramp), -ramp sets their time scale, -leak-after delays one-off.
+func startLookalikes(ctx context.Context, cfg config) {
+	or := func(v, d float64) float64 {
+		if v > 0 {
+			return v
+		}
+		return d
+	}
+	if cfg.churn > 0 {
+		go churnAt(ctx, cfg.churn)
+	}
+	if cfg.modes["cache-warmup"] {
+		go cacheWarmup(ctx, or(cfg.rate, 4<<20), cfg.ramp)
+	}
+	if cfg.modes["load-ramp"] {
+		go loadRamp(ctx, or(cfg.max, 2000), cfg.ramp)
+	}
+	if cfg.modes["step-leak"] {
+		go stepLeak(ctx, or(cfg.rate, 1<<20), cfg.ramp)
+	}
+	if cfg.modes["one-off"] {
+		go oneOffAllocation(ctx, or(cfg.max, 64<<20), cfg.leakAfter)
+	}
+	if cfg.modes["map-high-water"] {
+		go mapHighWater(ctx, or(cfg.max, 64<<20), cfg.ramp)
+	}
+	if cfg.modes["memlimit-sawtooth"] {
+		go memLimitSawtooth(ctx, or(cfg.max, 48<<20), cfg.ramp)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,9 @@ type config struct {
 	rate        float64
 	max         float64
 	leakAfter   time.Duration
+	ramp        time.Duration
+	churn       float64
+	profileRate int
 	startupStep int64
 	prefix      string
 	token       string
@@ -35,9 +39,13 @@ type config struct {
 	tlsKey      string
 	expvar      bool
 	metrics     bool
+	logRequests bool
 }
 
-var knownModes = []string{"healthy", "goroutine-leak", "heap-leak", "cgo-leak", "finalizer-leak"}
+var knownModes = []string{
+	"healthy", "goroutine-leak", "heap-leak", "cgo-leak", "finalizer-leak",
+	"cache-warmup", "load-ramp", "step-leak", "one-off", "map-high-water", "memlimit-sawtooth",
+}
 
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("gotarget", flag.ContinueOnError)
@@ -48,6 +56,9 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&cfg.rate, "rate", 0, "leak rate per second in the mode's unit (goroutines, bytes, objects); 0 = mode default")
 	fs.Float64Var(&cfg.max, "max", 0, "cap on the total leaked per mode, in the mode's unit; 0 = 1GiB of bytes or 200000 goroutines/objects")
 	fs.DurationVar(&cfg.leakAfter, "leak-after", 0, "delay before leaking starts")
+	fs.IntVar(&cfg.profileRate, "mem-profile-rate", -1, "set runtime.MemProfileRate at start (0 turns heap profiling off); -1 leaves Go's default")
+	fs.Float64Var(&cfg.churn, "churn", 0, "bytes per second of short-lived garbage (a service that allocates, so it collects on its own)")
+	fs.DurationVar(&cfg.ramp, "ramp", 15*time.Second, "time scale of the look-alike modes (warm-up, load ramp, step period, saw-tooth period)")
 	fs.Int64Var(&cfg.startupStep, "startup-step", 32<<20, "bytes retained once at start-up in healthy mode")
 	fs.StringVar(&cfg.prefix, "prefix", "/debug/pprof", "path prefix for net/http/pprof")
 	fs.StringVar(&cfg.token, "token", "", "require Authorization: Bearer TOKEN on every endpoint")
@@ -55,6 +66,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "private key for -tls-cert (PEM)")
 	fs.BoolVar(&cfg.expvar, "expvar", false, "also serve expvar at /debug/vars")
 	fs.BoolVar(&cfg.metrics, "metrics", false, "also serve Prometheus text at /metrics")
+	fs.BoolVar(&cfg.logRequests, "log-requests", false, "print every request line (path and query) to stderr, so tests see what a watcher asked")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -90,6 +102,9 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "gotarget:", err)
 		os.Exit(2)
+	}
+	if cfg.profileRate >= 0 {
+		runtime.MemProfileRate = cfg.profileRate // as early as possible, as the runtime docs ask
 	}
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {

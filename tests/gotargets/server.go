@@ -16,6 +16,17 @@ import (
 
 // newHandler builds the target's own mux (never DefaultServeMux, so nothing is exposed by accident).
 func newHandler(cfg config) http.Handler {
+	handler := newAuthHandler(cfg)
+	if !cfg.logRequests {
+		return handler
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(os.Stderr, "request %s %s\n", r.Method, r.URL.RequestURI())
+		handler.ServeHTTP(w, r)
+	})
+}
+
+func newAuthHandler(cfg config) http.Handler {
 	mux := http.NewServeMux()
 	base := strings.TrimRight(cfg.prefix, "/") + "/"
 	if !strings.HasPrefix(base, "/") {

@@ -32,11 +32,17 @@ RULES = """
 # target name -> (gotarget flags, the rule that must fire, the rules the behaviour also justifies)
 SCENARIOS: dict[str, tuple[dict[str, Any], str | None, set[str]]] = {
     "goroutines": ({"mode": "goroutine-leak", "rate": 20}, "goroutine-leak", set()),
-    "heap": ({"mode": "heap-leak", "rate": 1024 * 1024}, "heap-growth", set()),
+    # Leaking services also make garbage, so they collect on their own: MemoryWatch forces a GC at most every
+    # 2 minutes (the runtime's own period), and a 40 s window needs 6 GC points.
+    "heap": ({"mode": "heap-leak", "rate": 1024 * 1024, "churn": 16 << 20}, "heap-growth", set()),
     "cgo": ({"mode": "cgo-leak", "rate": 1024 * 1024, "metrics": True}, "non-heap-growth", set()),
     "cgo-maxrss": ({"mode": "cgo-leak", "rate": 1024 * 1024}, "non-heap-growth", set()),
     # A blocked finalizer keeps its objects alive, so live-heap growth is justified too (if big enough).
-    "finalizer": ({"mode": "finalizer-leak", "rate": 500}, "finalizer-backlog", {"heap-growth"}),
+    "finalizer": (
+        {"mode": "finalizer-leak", "rate": 500, "churn": 16 << 20},
+        "finalizer-backlog",
+        {"heap-growth"},
+    ),
     "healthy": ({"mode": "healthy"}, None, set()),
 }
 HEALTHY_SECONDS = 180

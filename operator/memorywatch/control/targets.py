@@ -44,7 +44,7 @@ class TargetBook:
 
     def add(self, pod: PodInfo, res: Resolution) -> None:
         self._pods[pod.name] = PodTarget(
-            pod.uid, pod.restart_count, res.target, res.port, pod.memory_limit_bytes
+            pod.uid, pod.restart_count, res.target, res.port, pod.memory_limit_for_port(res.port)
         )
 
     def update(self, pod: PodInfo, res: Resolution) -> None:
@@ -53,7 +53,11 @@ class TargetBook:
             self.add(pod, res)
             return
         state.uid, state.restart_count = pod.uid, pod.restart_count
-        state.target, state.port, state.limit_bytes = res.target, res.port, pod.memory_limit_bytes
+        state.target, state.port, state.limit_bytes = (
+            res.target,
+            res.port,
+            pod.memory_limit_for_port(res.port),
+        )
 
     def restart_reason(self, pod: PodInfo) -> str | None:
         """Why `pod` runs a different process than the one known under its name, or None."""

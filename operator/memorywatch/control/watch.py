@@ -230,15 +230,15 @@ class WatchController:
                     res.target,
                     pod=pod.name,
                     cooldowns=cooldowns,
-                    limit_bytes=pod.memory_limit_bytes,
+                    limit_bytes=pod.memory_limit_for_port(res.port),
                 )
                 self.pods.add(pod, res)
                 continue
             restarted = self.pods.restart_reason(pod)
             if restarted is not None:
                 watcher.restart_target(pod.name, restarted)
-            if state.target != res.target or state.limit_bytes != pod.memory_limit_bytes:
-                watcher.update_target(pod.name, res.target, limit_bytes=pod.memory_limit_bytes)
+            if state.target != res.target or state.limit_bytes != pod.memory_limit_for_port(res.port):
+                watcher.update_target(pod.name, res.target, limit_bytes=pod.memory_limit_for_port(res.port))
             self.pods.update(pod, res)
         await self._publish(
             WatchFacts(

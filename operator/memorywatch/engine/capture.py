@@ -19,6 +19,7 @@ from memorywatch.pprof import PprofError, jobs
 from memorywatch.pprof.profiles import ProfileInfo
 from memorywatch.report import REPORT_FILE
 from memorywatch.report.jobs import render_report_job
+from memorywatch.rules.guards import stack_dump_refusal
 from memorywatch.rules.model import Breach, RuleKind
 from memorywatch.samples import Sample
 from memorywatch.scrape import ScrapeError, Scraper, TargetConfig
@@ -245,6 +246,12 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
     """Fetch, summarise and store one capture. Raises only `StoreError` (the store could not be written)."""
     when = dt.datetime.fromtimestamp(now, dt.UTC)
     wanted = [p for p in dict.fromkeys(req.profiles) if p in PROFILE_SOURCES]
+    # Do no harm: no stop-the-world stack dump of a target with too many goroutines (rules/guards.py).
+    refusal = stack_dump_refusal(req.recent[-1].goroutines if req.recent else None)
+    if "goroutine-stacks" not in wanted:
+        refusal = None
+    elif refusal is not None:
+        wanted.remove("goroutine-stacks")
     tasks = [_fetch(scraper, req, p) for p in wanted]
     tasks.append(_fetch_groups(scraper, req.target))
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -252,7 +259,7 @@ async def capture(scraper: Scraper, store: CaptureStore, req: CaptureRequest, no
     fetched: dict[str, bytes] = {}
     infos: dict[str, ProfileInfo] = {}
     notes: dict[str, dict[str, Any]] = {}
-    errors: list[str] = []
+    errors: list[str] = [f"goroutine-stacks: {refusal}"] if refusal is not None else []
     for profile, result in zip([*wanted, "goroutine-groups"], results, strict=True):
         if isinstance(result, ScrapeError):
             errors.append(f"{profile}: {result}")

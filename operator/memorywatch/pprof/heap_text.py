@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import re
+import zlib
 
 from memorywatch.pprof.errors import MalformedText
 from memorywatch.pprof.memstats import MemStats, parse_memstats_lines
@@ -19,6 +21,9 @@ _MAX_MEMSTATS_LINES = 64
 # A PauseNs line holds 256 numbers of up to 20 digits; records hold up to 128 PCs.
 _MAX_LINE_CHARS = 16384
 _EXPECTED = "a Go heap profile (`heap profile: N: N [N: N] @ heap/N`)"
+# Go writes the records sorted by in-use bytes in ascending order (slices.SortFunc with cmp.Compare in
+# writeHeapInternal): the last ones are the biggest sites.
+TOP_SITES = 32
 
 
 def scale_heap_sample(count: int, size: int, rate: int) -> tuple[int, int]:
@@ -44,7 +49,8 @@ class HeapText:
     `inuse_*`/`alloc_*` are the raw sampled totals of the header. `live_bytes_estimate` and
     `live_objects_estimate` are the in-use totals unsampled record by record, the same numbers
     `go tool pprof` shows for inuse_space/inuse_objects: the live heap as of the last completed GC.
-    `sampling_rate_bytes` is MemProfileRate, half the N of `@ heap/N`.
+    `sampling_rate_bytes` is MemProfileRate, half the N of `@ heap/N`. `top_sites` are the largest
+    records (per stack), for retention per allocation site.
     """
 
     inuse_objects: int
@@ -58,6 +64,9 @@ class HeapText:
     alloc_bytes_estimate: int
     alloc_objects_estimate: int
     memstats: MemStats | None
+    # The TOP_SITES largest allocation sites: (crc32 of the record's PC list, in-use bytes, allocated
+    # bytes), both unsampled. Stable within one process; a leaking site keeps what it allocates.
+    top_sites: tuple[tuple[int, int, int], ...] = ()
 
 
 class HeapTextParser:
@@ -71,6 +80,7 @@ class HeapTextParser:
         self._header: tuple[int, int, int, int, int] | None = None
         self._records = 0
         self._live = [0, 0, 0, 0]  # inuse objects, inuse bytes, alloc objects, alloc bytes (scaled)
+        self._sites: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=TOP_SITES)
         self._in_memstats = False
         self._memstats_lines: list[str] = []
         self._lines = 0
@@ -116,6 +126,8 @@ class HeapTextParser:
         self._live[2] += all_objects
         self._live[3] += all_bytes
         self._records += 1
+        pcs = line.strip().partition("@")[2]
+        self._sites.append((zlib.crc32(pcs.encode()), live_bytes, all_bytes))
 
     def result(self) -> HeapText:
         """The parsed profile. Raises MalformedText if no heap profile header was seen."""
@@ -135,6 +147,7 @@ class HeapTextParser:
             alloc_objects_estimate=self._live[2],
             alloc_bytes_estimate=self._live[3],
             memstats=memstats,
+            top_sites=tuple(reversed(self._sites)),
         )
 
 

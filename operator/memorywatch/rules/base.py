@@ -30,6 +30,11 @@ FIRING = "firing"
 SUSPICION_COVERAGE = 0.5
 # Suspicion uses the same tests at this share of the min growth.
 SUSPICION_GROWTH_SHARE = 0.5
+# A sustained rise that slows down across the window (Trend.saturating: a cache or pool filling) is held
+# back; it fires only if it is no longer slowing in a later window, or keeps passing every test (so still
+# rising at the minimum rate) for this share of a window after the hold began. A hold with no sustained
+# trend for a whole window is forgotten: the rise flattened.
+SATURATION_HOLD_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +124,8 @@ class TrendRule(Rule):
         self.series = Series(self.window_seconds)
         self.last_trend: Trend | None = None
         self.suspicious = False
+        self.held_since: float | None = None
+        self._last_sustained: float | None = None
 
     def judged_window_seconds(self) -> float | None:
         return self.window_seconds
@@ -131,6 +138,8 @@ class TrendRule(Rule):
         self.series.clear()
         self.last_trend = None
         self.suspicious = False
+        self.held_since = None
+        self._last_sustained = None
 
     @abc.abstractmethod
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -159,14 +168,50 @@ class TrendRule(Rule):
         if not warmed:
             state = SUSPICIOUS if self.suspicious else WARMING_UP
             return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
-        if trend is not None and trend.sustained:
+        confirmed, held_because = self.confirm(trend, sample.time) if trend is not None else (None, "")
+        if trend is not None and trend.sustained and confirmed is None:
+            held = {"why_not": held_because, "held_since": self.held_since}
+            return Verdict(SUSPICIOUS, note=note, growth=growth, unit=self.unit, evidence=held)
+        if trend is not None and confirmed is not None:
             described = self.describe(trend, sample)
             if described is not None:
                 message, extra = described
-                evidence = {**trend.evidence(), "unit": self.unit, **extra}
+                evidence = {**trend.evidence(), "unit": self.unit, **extra, "confirmed_by": confirmed}
+                message = f"{message} Confirmed by: {'; '.join(confirmed)}."
                 return Verdict(FIRING, growth=growth, unit=self.unit, message=message, evidence=evidence)
         state = SUSPICIOUS if self.suspicious else WATCHING
         return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
+
+    def confirm(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
+        """The confirmation stage of a trend: (the signals that held, "") to fire, or (None, why it is held
+        back). A trend that is not sustained gives (None, ""). Subclasses add their own signals."""
+        if not trend.sustained:
+            last = self._last_sustained if self._last_sustained is not None else self.held_since
+            if self.held_since is not None and last is not None and now - last > self.window_seconds:
+                self.held_since = None  # it flattened: forget the hold
+            return None, ""
+        self._last_sustained = now
+        p = trend.mann_kendall_p
+        signals = [
+            f"a consistent rise (Mann–Kendall p = {p:.2g} over {trend.points} points)"
+            if p is not None
+            else "a consistent rise"
+        ]
+        if not trend.saturating:
+            signals.append("no slowdown across the window (not a cache or pool filling up)")
+            return signals, ""
+        if self.held_since is None:
+            self.held_since = now
+        held = now - self.held_since
+        if held >= SATURATION_HOLD_SHARE * self.window_seconds:
+            signals.append(
+                f"still rising at the minimum rate {units.format_duration(held)} after it began to slow down"
+            )
+            return signals, ""
+        return None, (
+            "rising ever more slowly (a cache or pool filling?): held back until it flattens or keeps rising"
+            " at the minimum rate"
+        )
 
     def trend(self, points: list[Point], latest: Point | None) -> Trend | None:
         if len(points) < 2:

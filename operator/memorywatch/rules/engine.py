@@ -16,6 +16,7 @@ from memorywatch.rules import stacks
 from memorywatch.rules.base import COOLING_DOWN, FIRING, SUSPICIOUS, WATCHING, Rule, RuleStatus, Verdict
 from memorywatch.rules.finalizer_backlog import FinalizerBacklog
 from memorywatch.rules.goroutine_growth import GoroutineGrowth
+from memorywatch.rules.guards import RUNTIME_FORCED_GC_SECONDS
 from memorywatch.rules.heap_growth import HeapGrowth
 from memorywatch.rules.memory_limit import MemoryLimit
 from memorywatch.rules.model import Breach, Probe, RuleKind, RuleSpec
@@ -87,6 +88,7 @@ class TargetJudge:
         self._last_profile: GoroutineProfile | None = None
         self._started_at: float | None = None
         self._interval_seconds = 0.0
+        self._forced_gc_at = float("-inf")
 
     def observe(self, sample: Sample) -> Judgement:
         """Judge one new sample of this target. Samples must come in time order; older ones are ignored."""
@@ -184,6 +186,12 @@ class TargetJudge:
             if until is not None and now < until - PROBE_LEAD_SECONDS:
                 continue
             wanted |= rule.wants(now)
+        if Probe.FRESH_GC in wanted:
+            # Do no harm: one forced GC per target at most every 2 minutes, whichever rules ask for it.
+            if now - self._forced_gc_at < RUNTIME_FORCED_GC_SECONDS:
+                wanted.discard(Probe.FRESH_GC)
+            else:
+                self._forced_gc_at = now
         return frozenset(wanted)
 
     def cooldowns(self) -> dict[str, float]:

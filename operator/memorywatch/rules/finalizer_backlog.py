@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from memorywatch.pprof import goroutines
 from memorywatch.rules import stacks
 from memorywatch.rules.base import TrendRule, Verdict
-from memorywatch.rules.gc_points import GcFreshness
+from memorywatch.rules.gc_points import GcFreshness, heap_objects
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.trend import MIN_GC_POINTS, Trend
 from memorywatch.samples import Sample
@@ -51,8 +52,10 @@ class FinalizerBacklog(TrendRule):
         self.idle_probe_seconds = min(IDLE_PROBE_SECONDS, self.window_seconds * 2)
         self.suspicious_probe_seconds = min(SUSPICIOUS_PROBE_SECONDS, self.window_seconds / 4)
         self.min_stuck_span_seconds = min(MIN_STUCK_SPAN_SECONDS, self.window_seconds / 4)
-        # A live-object count has no byte unit; ask for a fresh GC point whenever HeapAlloc grew at all.
-        self.freshness = GcFreshness(self.window_seconds, 0.0)
+        # Live objects are counted in objects: a fresh GC point is worth forcing only once HeapObjects grew by
+        # an eighth of the minimum growth since the last GC, and only while the finalizer is seen in user code
+        # (without that this rule cannot fire, so it has nothing to judge).
+        self.freshness = GcFreshness(self.window_seconds, self.min_growth, heap_objects)
 
     def reset(self) -> None:
         super().reset()
@@ -97,7 +100,7 @@ class FinalizerBacklog(TrendRule):
         last = self.snapshots.last_time
         since = float("inf") if last is None else now - last
         wanted: set[Probe] = set()
-        if self.mode == OBJECTS and self.freshness.wants_fresh_gc(now):
+        if self.mode == OBJECTS and self.freshness.wants_fresh_gc(now, needed=self._finalizer_busy()):
             wanted.add(Probe.FRESH_GC)
         if self.suspicious and since >= self.suspicious_probe_seconds:
             wanted.add(Probe.GOROUTINE_STACKS)
@@ -106,6 +109,11 @@ class FinalizerBacklog(TrendRule):
             if since >= (self.routine_probe_seconds if rising else self.idle_probe_seconds):
                 wanted.add(Probe.GOROUTINE_STACKS)
         return frozenset(wanted)
+
+    def _finalizer_busy(self) -> bool:
+        """The newest snapshot shows the finalizer goroutine running user code (it may be stuck)."""
+        items = self.snapshots.items
+        return bool(items) and goroutines.blocked_finalizer(items[-1].profile) is not None
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         recent = self.snapshots.recent(sample.time)

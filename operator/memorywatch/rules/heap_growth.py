@@ -2,24 +2,38 @@
 
 Raw HeapAlloc swings with every GC cycle (a saw-tooth between the live heap and the heap goal), so it is
 never judged. The rule takes one point per completed GC: the live heap as of that GC (`heap_live_bytes`),
-de-duplicated by `NumGC` so a GC seen by several scrapes counts once. Without a live-heap figure it falls back
-to NextGC, the heap goal, which the runtime sets from the live heap at each GC (goal ≈ live × (1 + GOGC/100));
-its growth is halved to estimate live growth under the default GOGC=100, and the evidence says so.
-Changes of GOGC or GOMEMLIMIT while watching move the goal without any leak; they are out of scope.
+de-duplicated by `NumGC` so a GC seen by several scrapes counts once.
+
+There is no fallback on NextGC: since Go 1.18 the heap goal is `live × (1 + GOGC/100)` plus GC roots
+(stacks, globals) scaled the same way, and GOMEMLIMIT caps it, so no fixed factor turns it into a live heap,
+and under a memory limit it stays flat while the live heap grows. A target without a live-heap figure
+(runtime.MemProfileRate = 0 empties the heap profile) makes this rule inactive, with a note saying why.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
+from memorywatch.api import units
+from memorywatch.rules import retention
 from memorywatch.rules.base import TrendRule, Verdict
 from memorywatch.rules.gc_points import GcFreshness
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.trend import MIN_GC_POINTS, Trend
 from memorywatch.samples import Sample
 
-# Live heap ≈ NextGC / (1 + GOGC/100); GOGC is not visible from outside, 100 is the default.
-NEXT_GC_PER_LIVE_BYTE = 2.0
+NO_PROFILE_NOTE = (
+    "HeapGrowth inactive: the target's heap profile is empty (runtime.MemProfileRate is 0), so its live heap"
+    " is unknown; leave MemProfileRate at its default or export go_gc_heap_live_bytes on /metrics"
+)
+NO_LIVE_HEAP_NOTE = "HeapGrowth inactive: the target reports no live-heap figure (no heap profile)"
+# Retention is judged between the oldest snapshot of the sites inside the window (one is kept every eighth of
+# a window, so at most nine) and now, at least this share of a window apart. A rise whose sites free what they allocate is held back for at most
+# FREED_HOLD_SHARE of a window: a leak through a busy, shared allocation site still fires after that.
+MIN_RETENTION_SPAN_SHARE = 0.25
+SITES_SPACING_SHARE = 0.125
+FREED_HOLD_SHARE = 0.5
 
 
 class HeapGrowth(TrendRule):
@@ -31,55 +45,84 @@ class HeapGrowth(TrendRule):
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
         self._last_num_gc: int | None = None
-        self.source: str | None = None
+        self._site_history: collections.deque[tuple[float, tuple[tuple[int, int, int], ...]]] = (
+            collections.deque()
+        )
+        self._sites_now: tuple[float, tuple[tuple[int, int, int], ...]] | None = None
+        self._retention: retention.Retention | None = None
+        self._freed_since: float | None = None
         self.freshness = GcFreshness(self.window_seconds, self.min_growth)
 
     def reset(self) -> None:
         super().reset()
         self._last_num_gc = None
-        self.source = None
+        self._site_history.clear()
+        self._sites_now = None
+        self._retention = None
+        self._freed_since = None
         self.freshness.reset()
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
         self.freshness.observe(sample)
+        if sample.heap_sites is not None:
+            self._sites_now = (sample.time, tuple(sample.heap_sites))
+            history = self._site_history
+            while history and history[0][0] < sample.time - self.window_seconds:
+                history.popleft()
+            if not history or sample.time - history[-1][0] >= SITES_SPACING_SHARE * self.window_seconds:
+                history.append(self._sites_now)
         return self.judge(sample, started_at=started_at)
+
+    def confirm(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
+        signals, why = super().confirm(trend, now)
+        self._retention = None
+        if signals is None:
+            if self._freed_since is not None and now - self._freed_since > self.window_seconds:
+                self._freed_since = None  # an old hold must not let a later rise fire at once
+            return signals, why
+        anchor = self._site_history[0] if self._site_history else None
+        current = self._sites_now
+        span = current[0] - anchor[0] if anchor is not None and current is not None else 0.0
+        if (
+            anchor is not None
+            and current is not None
+            and span >= MIN_RETENTION_SPAN_SHARE * self.window_seconds
+        ):
+            self._retention = retention.judge(anchor[1], current[1], trend.slope_per_second * span)
+        if self._retention is None or self._retention.verdict == retention.KEPT:
+            self._freed_since = None
+            return (signals if self._retention is None else [*signals, self._retention.phrase]), ""
+        if self._freed_since is None:
+            self._freed_since = now
+        held = now - self._freed_since
+        if held >= FREED_HOLD_SHARE * self.window_seconds:
+            return [
+                *signals,
+                f"still rising {units.format_duration(held)} after {self._retention.phrase}",
+            ], ""
+        return None, f"held back: {self._retention.phrase}"
 
     def wants(self, now: float) -> frozenset[Probe]:
         return frozenset({Probe.FRESH_GC}) if self.freshness.wants_fresh_gc(now) else frozenset()
 
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
+        if sample.heap_live_bytes is None:
+            return None, NO_PROFILE_NOTE if sample.heap_profile_rate == 0 else NO_LIVE_HEAP_NOTE, False
         memstats = sample.memstats
         num_gc = memstats.num_gc if memstats is not None else None
-        if sample.heap_live_bytes is not None:
-            value, source, note = float(sample.heap_live_bytes), "heap_live_bytes", None
-        elif memstats is not None and memstats.next_gc is not None:
-            value, source = memstats.next_gc / NEXT_GC_PER_LIVE_BYTE, "next_gc"
-            note = "HeapGrowth judges NextGC (the heap goal) halved: the target reports no live-heap figure"
-        else:
-            return None, "HeapGrowth inactive: the target reports neither the live heap nor NextGC", False
-        if self.source is not None and source != self.source:
-            # Mixing the two scales would invent a step; start the series again with the new source.
-            self.series.clear()
-            self._last_num_gc = None
-        self.source = source
+        value = float(sample.heap_live_bytes)
         if num_gc is not None and num_gc == self._last_num_gc:
-            return value, note, False  # no GC completed since the last point: same measurement again
+            return value, None, False  # no GC completed since the last point: same measurement again
         self._last_num_gc = num_gc
-        return value, note, True
+        return value, None, True
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample
-        extra: dict[str, Any] = {"source": self.source, "gc_points": trend.points}
-        if self.source == "next_gc":
-            extra["source_note"] = (
-                "no live-heap figure: judged NextGC (the heap goal) halved, assuming GOGC=100;"
-                " with another GOGC the true live growth differs by the same factor"
-            )
-            subject = "The live heap (estimated from the GC's heap goal)"
-        else:
-            subject = "The live heap after GC"
+        extra: dict[str, Any] = {"source": "heap_live_bytes", "gc_points": trend.points}
+        if self._retention is not None:
+            extra["retention"] = self._retention.evidence
         message = (
-            f"{subject} {self.growth_phrase(trend)} and its floor rose at every stage of the window:"
+            f"The live heap after GC {self.growth_phrase(trend)} and its floor rose at every stage of the window:"
             " the program keeps references to memory it no longer frees;"
             " the inuse_space diff of the captured heap profiles names the allocation sites."
         )

@@ -21,6 +21,9 @@ class Probe(enum.StrEnum):
     """Extra data a rule asks the scraper to fetch on the next scrape, because something already looks suspicious."""
 
     GOROUTINE_STACKS = "goroutine-stacks"  # goroutine?debug=1
+    # goroutine?debug=2, read for goroutine IDs only (rules/identity.py); never asked above the goroutine
+    # count ceiling (rules/guards.py), and cut at a byte budget by the scraper.
+    GOROUTINE_DUMP = "goroutine-dump"
     # heap?debug=1&gc=1: one forced GC, so a rule judging GC points gets a fresh one. Asked only when the
     # runtime has not collected for a tenth of the rule's window while the heap grew (see gc_points.py).
     FRESH_GC = "fresh-gc"

@@ -9,17 +9,19 @@ A series passes only when all three hold (docs/rules.md explains why each one is
    GC saw-tooth judged at GC points has flat floors;
 3. still growing: the Theil–Sen slope of the newest half of the span is at least half the minimum rate,
    so a pool or cache that grew once and has been flat since (a start-up ramp) stops counting;
-4. agreement: Kendall's tau between time and value (the Mann–Kendall statistic) is clearly positive.
+4. agreement: the Mann–Kendall test says later values are higher, at a one-sided level of 1%, with an
+   n-aware (exact for small n) critical value and the Hamed–Rao allowance for autocorrelation
+   (mann_kendall.py): a random walk or a slowly draining queue does not pass for a trend.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from memorywatch.rules import mann_kendall as mk
 from memorywatch.rules.series import Point
 
 MIN_POINTS = 8
@@ -31,11 +33,13 @@ MAX_PAIRWISE_POINTS = 64
 FLOOR_RISE_FRACTION = 0.5
 # Each floor step must be at least this share of the average step, and no step more than MAX of the total:
 # a linear leak rises evenly; a one-off step puts (almost) all of the rise into one segment boundary.
-MIN_STEP_SHARE = 0.1
-MAX_STEP_SHARE = 0.7
-MIN_KENDALL_TAU = 0.4
+MIN_STEP_SHARE = -0.25
+MAX_STEP_SHARE = 0.8
 # The newest half of the span must still grow at this share of the minimum rate.
 RECENT_RATE_SHARE = 0.5
+# Saturation: a rise whose newest half grows at less than this share of its oldest half's rate is slowing
+# down the way a cache or pool fills (concave); the rules hold it back for a later window (base.py).
+SATURATION_RATIO = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,16 @@ class Trend:
     mann_kendall_z: float | None
     sustained: bool
     reason: str
+    mann_kendall_p: float | None = None
+    variance_inflation: float | None = None
+    early_slope_per_second: float | None = None
+
+    @property
+    def saturating(self) -> bool:
+        """The rise slows down across the window (concave): the newest half grows at under SATURATION_RATIO
+        of the oldest half's rate, as a cache or a pool does while it fills."""
+        early = self.early_slope_per_second
+        return early is not None and early > 0 and self.recent_slope_per_second < SATURATION_RATIO * early
 
     def evidence(self) -> dict[str, Any]:
         """The numbers behind the verdict, JSON-serialisable."""
@@ -75,6 +89,11 @@ class Trend:
             "floor_rise": self.floor_rise,
             "kendall_tau": None if self.kendall_tau is None else round(self.kendall_tau, 4),
             "mann_kendall_z": None if self.mann_kendall_z is None else round(self.mann_kendall_z, 3),
+            "mann_kendall_p": None if self.mann_kendall_p is None else float(f"{self.mann_kendall_p:.3g}"),
+            "oldest_half_slope_per_second": self.early_slope_per_second,
+            "autocorrelation_variance_factor": None
+            if self.variance_inflation is None
+            else round(self.variance_inflation, 3),
         }
 
 
@@ -104,25 +123,13 @@ def theil_sen_slope(points: Sequence[Point]) -> float:
 
 
 def mann_kendall(points: Sequence[Point]) -> tuple[float, float]:
-    """Kendall's tau (−1..1) between time and value, and the Mann–Kendall Z score (tie-corrected)."""
+    """Kendall's tau (−1..1) between time and value, and the Mann–Kendall Z score (tie- and
+    autocorrelation-corrected, see mann_kendall.py)."""
     sample = _evenly(points, MAX_PAIRWISE_POINTS)
-    n = len(sample)
-    if n < 3:
-        return 0.0, 0.0
-    s = 0
-    for i, a in enumerate(sample):
-        for b in sample[i + 1 :]:
-            s += (b.value > a.value) - (b.value < a.value)
-    counts: dict[float, int] = {}
-    for point in sample:
-        counts[point.value] = counts.get(point.value, 0) + 1
-    ties = sum(t * (t - 1) * (2 * t + 5) for t in counts.values() if t > 1)
-    variance = (n * (n - 1) * (2 * n + 5) - ties) / 18
-    tau = s / (n * (n - 1) / 2)
-    if variance <= 0 or s == 0:
-        return tau, 0.0
-    z = (s - math.copysign(1, s)) / math.sqrt(variance)
-    return tau, z
+    result = mk.mann_kendall_test(
+        [p.time for p in sample], [p.value for p in sample], theil_sen_slope(sample)
+    )
+    return result.tau, result.z
 
 
 def segment_floors(points: Sequence[Point], segments: int) -> tuple[float, ...]:
@@ -188,12 +195,19 @@ def assess(
     reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage, min_points)
     if not reason and recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
         reason = "growth stopped: the newest half of the window is (almost) flat"
-    tau: float | None = None
-    z: float | None = None
+    test: mk.MannKendall | None = None
     if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
-        tau, z = mann_kendall(points)
-        if tau < MIN_KENDALL_TAU:
-            reason = f"values do not rise consistently (Kendall tau {tau:.2f} < {MIN_KENDALL_TAU})"
+        sample = _evenly(points, MAX_PAIRWISE_POINTS)
+        test = mk.mann_kendall_test([p.time for p in sample], [p.value for p in sample], slope)
+        if test.p_value >= mk.ALPHA:
+            reason = (
+                f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
+                f" tau {test.tau:.2f}, n = {test.n})"
+            )
+    early_slope: float | None = None
+    if not reason:
+        early = [point for point in points if point.time <= middle]
+        early_slope = theil_sen_slope(early) if len(early) >= 3 else None
     return Trend(
         points=n,
         window_seconds=window_seconds,
@@ -207,10 +221,13 @@ def assess(
         min_growth=min_growth,
         floors=floors,
         floor_rise=floor_rise,
-        kendall_tau=tau,
-        mann_kendall_z=z,
+        kendall_tau=None if test is None else test.tau,
+        mann_kendall_z=None if test is None else test.z,
         sustained=not reason,
         reason=reason,
+        mann_kendall_p=None if test is None else test.p_value,
+        variance_inflation=None if test is None else test.variance_inflation,
+        early_slope_per_second=early_slope,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 from memorywatch.pprof import jobs
 from memorywatch.pprof.errors import NotPprofIndex, ProfileTooLarge
 from memorywatch.pprof.expvar import ExpvarSnapshot
+from memorywatch.pprof.goroutine_ids import MAX_DUMP_BYTES, GoroutineIds, GoroutineIdsParser
 from memorywatch.pprof.goroutines import GoroutineProfile
 from memorywatch.pprof.heap_text import HeapText, HeapTextParser
 from memorywatch.pprof.index import parse_index
@@ -152,6 +153,8 @@ class Scraper:
         }
         if Probe.GOROUTINE_STACKS in probes:
             jobs["goroutines"] = self._goroutines(target)
+        if Probe.GOROUTINE_DUMP in probes:
+            jobs["dump"] = self._goroutine_ids(target)
         if ask_metrics:
             jobs["metrics"] = self._metrics(target)
         results = dict(zip(jobs, await asyncio.gather(*jobs.values(), return_exceptions=True), strict=True))
@@ -165,9 +168,21 @@ class Scraper:
         heap = results["heap"]
         assert isinstance(counts, dict) and isinstance(heap, HeapText)
         goroutine_profile = results.get("goroutines")
+        ids = results.get("dump")
+        if isinstance(
+            ids, ScrapeError
+        ):  # identity only confirms a verdict: a failed dump is no failed sample
+            log.debug("%s: goroutine dump skipped: %s", target.display_name, ids)
+        elif isinstance(ids, BaseException):
+            raise ids
         assert goroutine_profile is None or isinstance(goroutine_profile, GoroutineProfile)
 
         rss_bytes, rss_source = self._rss(target, state, prom, heap)
+
+        def profiled(estimate: int) -> int | None:
+            # MemProfileRate=0: the heap profile is empty, and its zero totals are not a live heap of 0.
+            return estimate if heap.sampling_rate_bytes > 0 else None
+
         return Sample(
             target=target.display_name,
             time=now(),
@@ -175,14 +190,17 @@ class Scraper:
             memstats=heap.memstats.without_arrays() if heap.memstats is not None else None,
             heap_live_bytes=prom.heap_live_bytes
             if prom and prom.heap_live_bytes is not None
-            else heap.live_bytes_estimate,
-            heap_live_objects=heap.live_objects_estimate,
+            else profiled(heap.live_bytes_estimate),
+            heap_live_objects=profiled(heap.live_objects_estimate),
+            heap_profile_rate=heap.sampling_rate_bytes,
+            heap_sites=heap.top_sites if heap.sampling_rate_bytes > 0 else None,
             rss_bytes=rss_bytes,
             rss_source=rss_source,
             finalizers_queued=prom.finalizers_queued if prom else None,
             finalizers_executed=prom.finalizers_executed if prom else None,
             threads=prom.threads if prom else None,
             goroutine_profile=goroutine_profile,
+            goroutine_ids=ids if isinstance(ids, GoroutineIds) else None,
         )
 
     def _state(self, target: TargetConfig) -> _TargetState:
@@ -308,6 +326,26 @@ class Scraper:
             consume,
             params={"debug": 1},
             limit_bytes=self.limits.max_text_bytes,
+        )
+
+    async def _goroutine_ids(self, target: TargetConfig) -> GoroutineIds:
+        """goroutine?debug=2 streamed for its header lines only, cut at MAX_DUMP_BYTES (then incomplete)."""
+
+        async def consume(body: transport.Body) -> GoroutineIds:
+            parser = GoroutineIdsParser()
+            async for batch in body.line_batches():
+                for line in batch:
+                    parser.feed(line)
+            return parser.result(complete=not body.truncated)
+
+        return await self._get(
+            target,
+            target.pprof("goroutine"),
+            consume,
+            params={"debug": 2},
+            limit_bytes=min(MAX_DUMP_BYTES, self.limits.max_stacks_bytes),
+            limit_name="max_stacks_bytes",
+            truncate_at_cap=True,
         )
 
     async def _metrics(self, target: TargetConfig) -> PromSnapshot:

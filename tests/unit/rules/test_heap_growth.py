@@ -1,6 +1,6 @@
 """We test HeapGrowth on what the Go runtime really shows: live heap at GC points. A steady leak fires with
 the right numbers; the GC saw-tooth of raw HeapAlloc, a start-up step and growth below the minimum do not;
-a GC seen by several scrapes counts once; NextGC stands in when the live heap is unknown, and says so."""
+a GC seen by several scrapes counts once; a target without a live-heap figure (MemProfileRate=0) is a blind spot the rule names."""
 
 from __future__ import annotations
 
@@ -88,23 +88,27 @@ def test_noisy_leak_still_fires(seed: int) -> None:
     assert run.first_breach_after() <= WINDOW * 1.5
 
 
-def test_next_gc_stands_in_for_a_missing_live_heap_and_says_so() -> None:
-    def make(i: int, t: float) -> dict[str, object]:
-        return {"memstats": gc_memstats(i, next_gc=round(2 * (40 * MIB + 20 * MIB * t / 60)))}
+def test_a_heap_profile_without_sampling_is_a_blind_spot_not_a_flat_heap() -> None:
+    """MemProfileRate=0 empties the heap profile: the live heap is unknown, not 0, and NextGC is no stand-in
+    (since Go 1.18 the goal also counts GC roots and GOMEMLIMIT caps it). The rule says it is blind."""
 
-    run = feed(TargetJudge([RULE]), stream(3600, 30, make))
+    def make(i: int, t: float) -> dict[str, object]:
+        growing_goal = round(2 * (40 * MIB + 20 * MIB * t / 60))
+        return {"memstats": gc_memstats(i, next_gc=growing_goal), "heap_profile_rate": 0}
+
+    judge = TargetJudge([RULE])
+    run = feed(judge, stream(3600, 30, make))
+    assert run.breaches == []
     assert run.notes == [
-        "heap-growth: HeapGrowth judges NextGC (the heap goal) halved: the target reports no live-heap figure"
+        "heap-growth: HeapGrowth inactive: the target's heap profile is empty (runtime.MemProfileRate is 0),"
+        " so its live heap is unknown; leave MemProfileRate at its default or export go_gc_heap_live_bytes on"
+        " /metrics"
     ]
-    breach = run.breaches[0]
-    assert breach.evidence["source"] == "next_gc"
-    assert "GOGC=100" in breach.evidence["source_note"]
-    assert breach.evidence["growth_over_window"] == pytest.approx(600 * MIB, rel=0.02), "halved NextGC growth"
-    assert breach.message.startswith("The live heap (estimated from the GC's heap goal) grew by 600 MiB")
+    assert judge.rule_states()["heap-growth"].state == "inactive"
 
 
 def test_no_heap_figures_is_inactive_with_a_note() -> None:
     run = feed(TargetJudge([RULE]), stream(600, 30, lambda i, t: {"goroutines": 10}))
     assert run.notes == [
-        "heap-growth: HeapGrowth inactive: the target reports neither the live heap nor NextGC"
+        "heap-growth: HeapGrowth inactive: the target reports no live-heap figure (no heap profile)"
     ]
