@@ -57,7 +57,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&cfg.max, "max", 0, "cap on the total leaked per mode, in the mode's unit; 0 = 1GiB of bytes or 200000 goroutines/objects")
 	fs.DurationVar(&cfg.leakAfter, "leak-after", 0, "delay before leaking starts")
 	fs.IntVar(&cfg.profileRate, "mem-profile-rate", -1, "set runtime.MemProfileRate at start (0 turns heap profiling off); -1 leaves Go's default")
-	fs.Float64Var(&cfg.churn, "churn", 0, "bytes per second of short-lived garbage (a service that allocates, so it collects on its own)")
+	fs.Float64Var(&cfg.churn, "churn", -1, "bytes per second of short-lived garbage (a service that allocates, so it collects on its own); -1 = mode default (16 MiB/s for heap-leak and finalizer-leak, which leak while serving like a real service, else 0)")
 	fs.DurationVar(&cfg.ramp, "ramp", 15*time.Second, "time scale of the look-alike modes (warm-up, load ramp, step period, saw-tooth period)")
 	fs.Int64Var(&cfg.startupStep, "startup-step", 32<<20, "bytes retained once at start-up in healthy mode")
 	fs.StringVar(&cfg.prefix, "prefix", "/debug/pprof", "path prefix for net/http/pprof")
@@ -84,6 +84,12 @@ func parseFlags(args []string) (config, error) {
 			return cfg, fmt.Errorf("unknown mode %q (known: %s)", m, strings.Join(knownModes, ","))
 		}
 		cfg.modes[m] = true
+	}
+	if cfg.churn < 0 {
+		cfg.churn = 0
+		if cfg.modes["heap-leak"] || cfg.modes["finalizer-leak"] {
+			cfg.churn = 16 << 20
+		}
 	}
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return cfg, errors.New("-tls-cert and -tls-key go together")
