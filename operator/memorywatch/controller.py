@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from memorywatch import metrics
-from memorywatch.actions import ActionOutcome, ActionRunner
+from memorywatch.actions import ActContext, ActionOutcome, ActionRunner
+from memorywatch.actions.guards import RETRYABLE_REASONS
 from memorywatch.api.spec import SpecError, WatchSpec, parse_spec
 from memorywatch.engine.events import (
     BreachEvent,
@@ -40,7 +41,8 @@ MAX_STATUS_CAPTURES = 10
 MAX_STATUS_ACTIONS = 10
 # Skips worth retrying at the next capture; any other skip (at max replicas, no workload, forbidden) keeps the
 # action's cooldown, so it is not retried, and reported, on every capture.
-RETRYABLE_SKIPS = frozenset({"RolloutInProgress", "DisruptionBudget", "Failed"})
+# GUARDRAILS CALL SITE 1 (issue 8): passing guard refusals (rate limits, too many unavailable) are retryable too.
+RETRYABLE_SKIPS = frozenset({"RolloutInProgress", "DisruptionBudget", "Failed"}) | RETRYABLE_REASONS
 RECONCILE_SECONDS = 5.0
 KIND = "MemoryWatch"
 API_VERSION = "memorywatch.io/v1alpha1"
@@ -65,6 +67,7 @@ class _PodState:
     last_breach: float | None = None
     target: TargetConfig | None = None
     port: int | None = None
+    uid: str | None = None
 
 
 #: Builds the store a MemoryWatch asked for (its S3 bucket, the default bucket, or the operator's volume).
@@ -208,6 +211,8 @@ class WatchController:
                 state.target = target
                 found = next((p for p in running if p.name == key), None)
                 state.port = resolve_port(spec.endpoint, found) if found is not None else None
+                # GUARDRAILS CALL SITE 2 (issue 8): the uid of the pod profiled, checked again before acting.
+                state.uid = found.uid if found is not None else None
                 cooldowns = {
                     rule: until
                     for (pod, rule, kind), until in self._cooldowns.items()
@@ -492,6 +497,13 @@ class WatchController:
                 dry_run=action.dry_run,
                 scale_step=action.scale_step,
                 scale_max_replicas=action.scale_max_replicas,
+                # GUARDRAILS CALL SITE 3 (issue 8): the runner re-reads the watch and the pod's uid before acting.
+                context=ActContext(
+                    self.name,
+                    self.uid,
+                    self._pods[pod].uid if pod in self._pods else None,
+                    action.cooldown_seconds,
+                ),
             )
         finally:
             self._acting.discard(subject)

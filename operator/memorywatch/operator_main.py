@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError
 
@@ -63,6 +64,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peering", default=None, help="kopf peering name for several replicas (HA); default standalone"
     )
+    add_action_arguments(p)  # guardrails (issue 8)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -121,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
             print("memorywatch run: give --all-namespaces or --namespace NS (repeatable)", file=sys.stderr)
             return 2
         args.namespace = [ns]
+    try:  # guardrails (issue 8): refuse nonsense limits before starting
+        policy_from_args(args), limits_from_args(args)
+    except ValueError as e:
+        print(f"memorywatch run: {e}", file=sys.stderr)
+        return 2
     default_store = FilesystemStore(args.store)
     try:
         default_store.check_writable()
@@ -151,6 +158,8 @@ async def _main(
     import kopf
 
     import memorywatch.handlers  # noqa: F401 - registers the handlers
+    from memorywatch.actions.config import ledger_namespace
+    from memorywatch.actions.ledger import LeaseLedger
     from memorywatch.actions.runner import KubeActions
     from memorywatch.k8s import Kube, load_api_client
     from memorywatch.scrape import Scraper
@@ -191,7 +200,10 @@ async def _main(
 
     prober = asyncio.create_task(probe_api())
     async with Scraper() as scraper:
-        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=KubeActions(kube))
+        # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
+        ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
+        act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
+        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=act_runner)
         ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(

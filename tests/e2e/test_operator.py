@@ -105,7 +105,7 @@ def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
         f"""
 command: ["{memorywatch_binary()}"]
 rbac: {{scope: cluster}}
-actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}}}
+actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}, minReplicas: 1}}
 logging: {{format: text, level: info}}
 extraEnv:
   - name: POD_IP
@@ -285,7 +285,7 @@ def scenarios(
             "native",
             "native",
             capture={"cooldown": "15s"},
-            action={"type": "Scale", "scale": {"step": 1, "maxReplicas": 2}, "cooldown": "5s"},
+            action={"type": "Scale", "scale": {"step": 1, "maxReplicas": 2}, "cooldown": "1m"},
         ),
     )
 
@@ -346,7 +346,13 @@ def scenarios(
     _apply(op, n, memorywatch("nothing", "no-such-app"))
     _apply(op, n, memorywatch("steal-pods", "elsewhere"))
     _apply(
-        op, n, memorywatch("steal-secret", "mine", endpoint={"bearerTokenSecretRef": {"name": "only-in-b"}})
+        op,
+        n,
+        memorywatch(
+            "steal-secret",
+            "mine",
+            endpoint={"bearerTokenSecretRef": {"name": "only-in-b"}, "allowInsecureBearerToken": True},
+        ),
     )
     s["iso"] = Scenario(n, "mine", "steal-pods", own, {"other": other})
 

@@ -16,6 +16,8 @@ from memorywatch.api.units import UnitError, parse_duration, parse_quantity
 from memorywatch.rules.model import RuleSpec
 
 DEFAULT_PROFILES = ("heap", "goroutine", "goroutine-stacks")
+#: The least spec.action.cooldown (the CRD enforces the same floor): a rule that always holds cannot act in a loop.
+MIN_ACTION_COOLDOWN_SECONDS = 60.0
 
 
 class SpecError(ValueError):
@@ -85,6 +87,7 @@ class EndpointSpec:
     tls: TLSSpec | None = None
     bearer_token_secret: SecretKeyRef | None = None
     metrics_path: str | None = "/metrics"
+    allow_insecure_bearer_token: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +182,11 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
     )
     if not labels and not exprs:
         r.problems.append("spec.selector must select something: give matchLabels or matchExpressions")
+    elif not labels and not any(e.operator in ("In", "Exists") for e in exprs):
+        r.problems.append(
+            "spec.selector must contain at least one positive match (a matchLabels entry, or a matchExpressions "
+            "term with operator In or Exists): NotIn and DoesNotExist alone select nearly every pod"
+        )
     ep = _mapping(spec.get("endpoint"))
     port = ep.get("port")
     if port in (None, ""):
@@ -203,7 +211,17 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
             "spec.endpoint.bearerTokenSecretRef", ep.get("bearerTokenSecretRef"), "token"
         ),
         metrics_path=str(metrics_path) if metrics_path else None,
+        allow_insecure_bearer_token=bool(ep.get("allowInsecureBearerToken", False)),
     )
+    if (
+        endpoint.bearer_token_secret
+        and endpoint.scheme != "https"
+        and not endpoint.allow_insecure_bearer_token
+    ):
+        r.problems.append(
+            "spec.endpoint.bearerTokenSecretRef needs spec.endpoint.scheme: https (the token would cross the "
+            "network in clear text); set spec.endpoint.allowInsecureBearerToken: true to send it over http anyway"
+        )
     interval = r.duration("spec.interval", spec.get("interval"), 30.0)
     if interval < 1:
         r.problems.append("spec.interval must be at least 1s")
@@ -250,6 +268,11 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
         cooldown_seconds=r.duration("spec.action.cooldown", act.get("cooldown"), 3600.0),
         dry_run=bool(act.get("dryRun", False)),
     )
+    if act.get("cooldown") is not None and action.cooldown_seconds < MIN_ACTION_COOLDOWN_SECONDS:
+        r.problems.append(
+            f"spec.action.cooldown must be at least 1m (got {act.get('cooldown')}): the floor keeps an action "
+            "from looping"
+        )
     if action.type == "Scale" and action.scale_max_replicas is None:
         r.problems.append("spec.action.scale.maxReplicas is required when spec.action.type is Scale")
     if r.problems:

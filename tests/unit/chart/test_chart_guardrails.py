@@ -1,0 +1,106 @@
+"""The chart's action guardrails: the limits reach the operator as flags, the pause value, the action ledger's
+Lease grant, and RBAC that grants exactly the workload kinds the runner supports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from chart_helpers import container, find, grants, only
+
+from memorywatch.actions.guards import SUPPORTED_KINDS
+
+Render = Callable[..., list[dict[str, Any]]]
+ALL_ACTIONS = {
+    "actions": {"evict": {"enabled": True}, "restart": {"enabled": True}, "scale": {"enabled": True}}
+}
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_default_limits_reach_the_operator(render: Render) -> None:
+    args = container(render())["args"]
+    assert "--actions-paused" not in args
+    assert flag(args, "--action-min-replicas") == "2"
+    assert flag(args, "--action-max-unavailable-fraction") == "0.5"
+    assert flag(args, "--action-rate-window") == "10m"
+    assert flag(args, "--action-rate-cluster") == "10"
+    assert flag(args, "--action-rate-namespace") == "3"
+
+
+def test_pause_and_custom_limits(render: Render) -> None:
+    values = {"actions": {"paused": True, "minReplicas": 3, "maxUnavailableFraction": 0.25,
+                          "rateLimit": {"window": "1h", "cluster": 4, "perNamespace": 1}}}  # fmt: skip
+    args = container(render(values))["args"]
+    assert "--actions-paused" in args
+    assert [flag(args, f) for f in ("--action-min-replicas", "--action-max-unavailable-fraction",
+                                    "--action-rate-window", "--action-rate-cluster", "--action-rate-namespace")
+            ] == ["3", "0.25", "1h", "4", "1"]  # fmt: skip
+
+
+def test_the_flags_are_accepted_by_memorywatch_run(render: Render) -> None:
+    import argparse
+
+    from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
+
+    args = container(render({"actions": {"paused": True}}))["args"]
+    guard_args = [
+        a for i, a in enumerate(args) if a.startswith("--action") or args[i - 1].startswith("--action-")
+    ]
+    p = argparse.ArgumentParser()
+    add_action_arguments(p)
+    ns = p.parse_args(guard_args)
+    assert policy_from_args(ns).paused and limits_from_args(ns).window_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ({"actions": {"minReplicas": 0}}, "minReplicas"),
+        ({"actions": {"maxUnavailableFraction": 0}}, "maxUnavailableFraction"),
+        ({"actions": {"maxUnavailableFraction": 1.5}}, "maxUnavailableFraction"),
+        ({"actions": {"rateLimit": {"window": "ten minutes"}}}, "window"),
+        ({"actions": {"rateLimit": {"cluster": -1}}}, "cluster"),
+    ],
+)
+def test_nonsense_limits_are_refused(
+    helm_template: Callable[..., Any], values: dict[str, Any], text: str
+) -> None:
+    proc = helm_template(values)
+    assert proc.returncode != 0 and text in proc.stderr, proc.stderr
+
+
+def test_the_action_ledger_lease_is_granted_only_with_an_action(render: Render) -> None:
+    assert not find(render(), "Role")
+    docs = render(ALL_ACTIONS)
+    role = only(docs, "Role", "mw-memorywatch-action-ledger")
+    assert role["metadata"]["namespace"] == "memorywatch-system"
+    by_name = [r for r in role["rules"] if r.get("resourceNames")]
+    assert by_name == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                        "resourceNames": ["memorywatch-actions"], "verbs": ["get", "update"]}]  # fmt: skip
+    assert grants(role["rules"]) == {
+        ("coordination.k8s.io", "leases", v) for v in ("create", "get", "update")
+    }
+    binding = only(docs, "RoleBinding", "mw-memorywatch-action-ledger")
+    assert binding["roleRef"]["name"] == "mw-memorywatch-action-ledger"
+
+
+def test_namespaces_are_readable_for_the_opt_out_label(render: Render) -> None:
+    cluster_role = only(render(), "ClusterRole", "mw-memorywatch")
+    assert ("", "namespaces", "get") in grants(cluster_role["rules"])
+
+
+def test_rbac_grants_exactly_the_kinds_the_runner_supports(render: Render) -> None:
+    """RBAC and runner agree: a kind the runner refuses (UnsupportedWorkload) is never granted, and every kind
+    it supports is, so no action path ends in a 403."""
+    granted = grants(only(render(ALL_ACTIONS), "ClusterRole", "mw-memorywatch")["rules"])
+    patched = {res for group, res, verb in granted if group == "apps" and verb == "patch"}
+    kinds = set(SUPPORTED_KINDS["RolloutRestart"]) | set(SUPPORTED_KINDS["Scale"])
+    assert patched == {k.lower() + "s" for k in kinds}
+    readable = {res for group, res, verb in granted if group == "apps" and verb == "get"}
+    for action_kinds in SUPPORTED_KINDS.values():
+        assert {k.lower() + "s" for k in action_kinds} <= readable
+    assert ("", "pods/eviction", "create") in granted
