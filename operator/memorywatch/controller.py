@@ -19,6 +19,7 @@ from typing import Any
 from memorywatch import metrics
 from memorywatch.actions import ActContext, ActionOutcome, ActionRunner
 from memorywatch.actions.guards import RETRYABLE_REASONS
+from memorywatch.api.consent import ConsentTarget, secret_problem
 from memorywatch.api.spec import SpecError, WatchSpec, parse_spec
 from memorywatch.engine.events import (
     BreachEvent,
@@ -30,7 +31,7 @@ from memorywatch.engine.events import (
     ScrapeFailedEvent,
 )
 from memorywatch.engine.watcher import Watcher, WatchSettings
-from memorywatch.k8s import Kube, KubeError, ObjectRef
+from memorywatch.k8s import ForbiddenError, Kube, KubeError, ObjectRef
 from memorywatch.scrape import Scraper, TargetConfig, TLSConfig
 from memorywatch.store import CaptureStore, StoreError
 from memorywatch.targets import PodInfo, pod_url, resolve_port
@@ -293,7 +294,10 @@ class WatchController:
             try:
                 token = (await self.kube.secret_value(self.namespace, ref.name, ref.key)).strip()
             except KubeError as e:
-                return None, f"spec.endpoint.bearerTokenSecretRef: {e}"
+                # GUARDRAILS CALL SITE 4 (issue 8): a Secret its namespace has not granted: the grant command.
+                return None, secret_problem(e, forbidden=isinstance(e, ForbiddenError), namespace=self.namespace,
+                                            secret=ref.name, field="spec.endpoint.bearerTokenSecretRef",
+                                            target=ConsentTarget.from_env(os.environ))  # fmt: skip
         tls = None
         if ep.scheme == "https":
             ca_file = None
@@ -302,7 +306,10 @@ class WatchController:
                 try:
                     ca_pem = await self.kube.secret_value(self.namespace, ref.name, ref.key)
                 except KubeError as e:
-                    return None, f"spec.endpoint.tls.caSecretRef: {e}"
+                    # GUARDRAILS CALL SITE 5 (issue 8): as call site 4, for the CA bundle.
+                    return None, secret_problem(e, forbidden=isinstance(e, ForbiddenError), namespace=self.namespace,
+                                                secret=ref.name, field="spec.endpoint.tls.caSecretRef",
+                                                target=ConsentTarget.from_env(os.environ))  # fmt: skip
                 ca_file = self._ca_file(ref.name, ref.key, ca_pem)
             tls = TLSConfig(
                 ca_file=ca_file,

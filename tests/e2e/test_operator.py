@@ -215,6 +215,10 @@ def _apply(op: Operator, namespace: str, body: dict[str, Any]) -> None:
 
 def _secret(op: Operator, namespace: str, name: str, data: dict[str, str]) -> None:
     op.core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
+    # Secrets by consent: the namespace lets the operator read its Secrets (the chart grants none by default).
+    op.cluster.kubectl("-n", namespace, "create", "rolebinding", f"memorywatch-secret-reader-{name}",
+                       f"--clusterrole={RELEASE}-memorywatch-secret-reader",
+                       f"--serviceaccount={op.namespace}:{RELEASE}-memorywatch")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

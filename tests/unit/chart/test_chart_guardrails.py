@@ -104,3 +104,32 @@ def test_rbac_grants_exactly_the_kinds_the_runner_supports(render: Render) -> No
     for action_kinds in SUPPORTED_KINDS.values():
         assert {k.lower() + "s" for k in action_kinds} <= readable
     assert ("", "pods/eviction", "create") in granted
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        ALL_ACTIONS,
+        {"rbac": {"scope": "namespaces"}, "watchNamespaces": ["shop"]},
+        {"ha": {"enabled": True}},
+    ],
+)
+def test_no_install_grants_secrets_and_the_consent_role_is_bound_by_nobody(
+    render: Render, values: dict[str, Any]
+) -> None:
+    docs = render(values)
+    reader = only(docs, "ClusterRole", "mw-memorywatch-secret-reader")
+    assert grants(reader["rules"]) == {("", "secrets", "get")}
+    for role in find(docs, "ClusterRole") + find(docs, "Role"):
+        if role["metadata"]["name"] == "mw-memorywatch-secret-reader":
+            continue
+        assert not any(res == "secrets" for _, res, _ in grants(role["rules"])), role["metadata"]["name"]
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        assert binding["roleRef"]["name"] != "mw-memorywatch-secret-reader"
+
+
+def test_the_operator_knows_what_to_name_in_the_grant_command(render: Render) -> None:
+    env = {e["name"]: e.get("value") for e in container(render())["env"]}
+    assert env["MEMORYWATCH_SERVICE_ACCOUNT"] == "mw-memorywatch"
+    assert env["MEMORYWATCH_SECRET_READER_ROLE"] == "mw-memorywatch-secret-reader"
