@@ -19,7 +19,16 @@ from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
-from memorywatch.store import CaptureStore, FilesystemStore, StoreError
+from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
+from memorywatch.store.policy import (
+    S3Policy,
+    S3PolicyError,
+    add_s3_policy_arguments,
+    check_credentials,
+    check_endpoint,
+    system_resolver,
+)
+from memorywatch.store.policy import policy_from_args as s3_policy_from_args
 
 log = logging.getLogger("memorywatch")
 
@@ -65,6 +74,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--peering", default=None, help="kopf peering name for several replicas (HA); default standalone"
     )
     add_action_arguments(p)  # guardrails (issue 8)
+    add_s3_policy_arguments(p)  # guardrails (issue 8)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -124,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         args.namespace = [ns]
     try:  # guardrails (issue 8): refuse nonsense limits before starting
-        policy_from_args(args), limits_from_args(args)
+        policy_from_args(args), limits_from_args(args), s3_policy_from_args(args)
     except ValueError as e:
         print(f"memorywatch run: {e}", file=sys.stderr)
         return 2
@@ -181,7 +191,7 @@ async def _main(
     kube = Kube(api)
 
     async def make_store(spec: WatchSpec, namespace: str) -> CaptureStore:
-        return await build_store(kube, spec, namespace, default_store, default_s3)
+        return await build_store(kube, spec, namespace, default_store, default_s3, s3_policy_from_args(args))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -236,20 +246,42 @@ async def _main(
 
 
 async def build_store(
-    kube: Any, spec: WatchSpec, namespace: str, default_store: FilesystemStore, default_s3: DefaultS3 | None
+    kube: Any,
+    spec: WatchSpec,
+    namespace: str,
+    default_store: FilesystemStore,
+    default_s3: DefaultS3 | None,
+    s3_policy: S3Policy | None = None,
 ) -> CaptureStore:
     """The store a MemoryWatch asked for: its own S3 bucket (credentials from a Secret in its namespace), the
-    operator's default S3 bucket, or the operator's directory. S3 falls back to the directory when it is down."""
+    operator's default S3 bucket, or the operator's directory. S3 falls back to the directory when it is down,
+    but a watch's S3 settings the policy refuses fail with the reason (no fallback)."""
     s3 = spec.capture.s3
     if s3 is None and default_s3 is None:
         return default_store
     from memorywatch.store.s3 import FallbackStore, S3Store
 
     if s3 is not None:
+        # GUARDRAILS CALL SITE (issue 8): S3 by policy: endpoint allow-list, no internal addresses, own credentials.
+        policy = s3_policy if s3_policy is not None else S3Policy()
+        try:
+            check_credentials(s3.bucket, bool(s3.credentials_secret), policy)
+            await asyncio.to_thread(check_endpoint, s3.endpoint, policy, system_resolver)
+        except S3PolicyError as e:
+            raise StoreUnavailable(str(e)) from None
         key_id = secret = None
         if s3.credentials_secret:
-            key_id = await kube.secret_value(namespace, s3.credentials_secret, s3.access_key_id_key)
-            secret = await kube.secret_value(namespace, s3.credentials_secret, s3.secret_access_key_key)
+            from memorywatch.api.consent import ConsentTarget, secret_problem
+            from memorywatch.k8s import ForbiddenError
+
+            try:
+                key_id = await kube.secret_value(namespace, s3.credentials_secret, s3.access_key_id_key)
+                secret = await kube.secret_value(namespace, s3.credentials_secret, s3.secret_access_key_key)
+            except ForbiddenError as e:
+                raise StoreUnavailable(secret_problem(
+                    e, forbidden=True, namespace=namespace, secret=s3.credentials_secret,
+                    field="spec.capture.storage.s3.credentialsSecretRef", target=ConsentTarget.from_env(os.environ),
+                )) from None  # fmt: skip
         primary = S3Store(
             s3.bucket,
             s3.prefix,

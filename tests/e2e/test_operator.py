@@ -105,6 +105,7 @@ def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
         f"""
 command: ["{memorywatch_binary()}"]
 rbac: {{scope: cluster}}
+store: {{s3Policy: {{allowedEndpoints: ["127.0.0.1:*"], allowedCIDRs: ["127.0.0.0/8"]}}}}
 actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}, minReplicas: 1}}
 logging: {{format: text, level: info}}
 extraEnv:

@@ -133,3 +133,29 @@ def test_the_operator_knows_what_to_name_in_the_grant_command(render: Render) ->
     env = {e["name"]: e.get("value") for e in container(render())["env"]}
     assert env["MEMORYWATCH_SERVICE_ACCOUNT"] == "mw-memorywatch"
     assert env["MEMORYWATCH_SECRET_READER_ROLE"] == "mw-memorywatch-secret-reader"
+
+
+def test_s3_policy_defaults_and_values_reach_the_operator(render: Render) -> None:
+    args = container(render())["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--s3-allowed-endpoint"] == ["*.amazonaws.com"]
+    assert "--s3-allowed-cidr" not in args and "--s3-operator-credential-bucket" not in args
+    values = {"store": {"s3Policy": {"allowedEndpoints": ["minio.storage.svc.cluster.local:9000"],
+                                     "allowedCIDRs": ["10.96.0.0/12"], "operatorCredentialBuckets": ["shared"]}}}  # fmt: skip
+    args = container(render(values))["args"]
+    assert flag(args, "--s3-allowed-endpoint") == "minio.storage.svc.cluster.local:9000"
+    assert flag(args, "--s3-allowed-cidr") == "10.96.0.0/12"
+    assert flag(args, "--s3-operator-credential-bucket") == "shared"
+    none = container(render({"store": {"s3Policy": {"allowedEndpoints": []}}}))["args"]
+    assert flag(none, "--s3-allowed-endpoint") == "", "an empty list allows no custom endpoint (AWS only)"
+
+
+def test_s3_policy_flags_parse_as_rendered(render: Render) -> None:
+    import argparse
+
+    from memorywatch.store.policy import S3Policy, add_s3_policy_arguments, policy_from_args
+
+    args = container(render({"store": {"s3Policy": {"allowedEndpoints": []}}}))["args"]
+    picked = [a for i, a in enumerate(args) if a.startswith("--s3-") or args[i - 1].startswith("--s3-")]
+    p = argparse.ArgumentParser()
+    add_s3_policy_arguments(p)
+    assert policy_from_args(p.parse_args(picked)) == S3Policy(allowed_endpoints=())
