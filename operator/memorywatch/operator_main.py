@@ -29,6 +29,9 @@ from memorywatch.store.policy import (
     system_resolver,
 )
 from memorywatch.store.policy import policy_from_args as s3_policy_from_args
+from memorywatch.store.quota import QuotaFilesystemStore, add_retention_arguments
+from memorywatch.store.quota import limits_from_args as retention_from_args
+from memorywatch.store.retention import WatchLimits
 
 log = logging.getLogger("memorywatch")
 
@@ -75,6 +78,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_action_arguments(p)  # guardrails (issue 8)
     add_s3_policy_arguments(p)  # guardrails (issue 8)
+    add_retention_arguments(p)  # guardrails (issue 8)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"memorywatch run: {e}", file=sys.stderr)
         return 2
-    default_store = FilesystemStore(args.store)
+    # GUARDRAILS CALL SITE (issue 8): the operator's volume prunes by age and quota before each capture.
+    default_store = QuotaFilesystemStore(args.store, retention_from_args(args))
     try:
         default_store.check_writable()
     except StoreError as e:  # reported, and the operator still starts: S3 watches do not need it
@@ -256,6 +261,10 @@ async def build_store(
     """The store a MemoryWatch asked for: its own S3 bucket (credentials from a Secret in its namespace), the
     operator's default S3 bucket, or the operator's directory. S3 falls back to the directory when it is down,
     but a watch's S3 settings the policy refuses fail with the reason (no fallback)."""
+    if isinstance(default_store, QuotaFilesystemStore):  # GUARDRAILS CALL SITE (issue 8): per-watch retention
+        default_store = default_store.for_watch(
+            WatchLimits(spec.capture.retention_max_age_seconds, spec.capture.retention_max_bytes)
+        )
     s3 = spec.capture.s3
     if s3 is None and default_s3 is None:
         return default_store

@@ -195,6 +195,11 @@ def test_interval_below_one_second_is_refused_naming_the_field(create: Callable[
             "selector must contain at least one positive match",
         ),
         ({"action": {"type": "EvictPod", "cooldown": "0"}}, "spec.action.cooldown", "must be at least 1m"),
+        (
+            {"capture": {"retention": {"maxAge": "10m"}}},
+            "spec.capture.retention.maxAge",
+            "must be at least 1h",
+        ),
         ({"action": {"type": "EvictPod", "cooldown": "59s"}}, "spec.action.cooldown", "must be at least 1m"),
         (
             {"endpoint": {"port": 6060, "bearerTokenSecretRef": {"name": "t"}}},

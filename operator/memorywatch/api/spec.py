@@ -109,6 +109,9 @@ class CaptureSpec:
     cpu_seconds: int = 10
     max_profile_bytes: int = 64 * 2**20
     s3: S3Spec | None = None
+    #: This watch's own retention on the operator's volume, within the chart's (None: the chart's).
+    retention_max_age_seconds: float | None = None
+    retention_max_bytes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +255,17 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
             secret_access_key_key=str(creds.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY"),
             force_path_style=bool(s3_raw.get("forcePathStyle", True)),
         )
+    retention = _mapping(cap.get("retention"))
     capture = CaptureSpec(
         profiles=tuple(cap.get("profiles") or DEFAULT_PROFILES),
         cooldown_seconds=r.duration("spec.capture.cooldown", cap.get("cooldown"), 1800.0),
         cpu_seconds=int(cap.get("cpuSeconds") or 10),
         max_profile_bytes=r.quantity("spec.capture.maxProfileBytes", cap.get("maxProfileBytes"), 64 * 2**20),
         s3=s3,
+        retention_max_age_seconds=r.duration("spec.capture.retention.maxAge", retention.get("maxAge"), 0.0)
+        or None,
+        retention_max_bytes=r.quantity("spec.capture.retention.maxBytes", retention.get("maxBytes"), 0)
+        or None,
     )
     act = _mapping(spec.get("action"))
     scale = _mapping(act.get("scale"))

@@ -44,3 +44,11 @@ def test_bearer_token_needs_https_unless_explicitly_allowed() -> None:
     assert parse_spec(spec(endpoint={"port": 6060, "scheme": "https", **token})).endpoint.bearer_token_secret
     allowed = parse_spec(spec(endpoint={"port": 6060, "allowInsecureBearerToken": True, **token}))
     assert allowed.endpoint.allow_insecure_bearer_token and allowed.endpoint.scheme == "http"
+
+
+def test_capture_retention_is_read() -> None:
+    s = parse_spec(spec(capture={"retention": {"maxAge": "48h", "maxBytes": "500Mi"}}))
+    assert (s.capture.retention_max_age_seconds, s.capture.retention_max_bytes) == (48 * 3600, 500 * 2**20)
+    default = parse_spec(spec())
+    assert (default.capture.retention_max_age_seconds, default.capture.retention_max_bytes) == (None, None)
+    assert "spec.capture.retention.maxBytes" in problems(spec(capture={"retention": {"maxBytes": "lots"}}))

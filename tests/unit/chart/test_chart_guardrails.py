@@ -159,3 +159,26 @@ def test_s3_policy_flags_parse_as_rendered(render: Render) -> None:
     p = argparse.ArgumentParser()
     add_s3_policy_arguments(p)
     assert policy_from_args(p.parse_args(picked)) == S3Policy(allowed_endpoints=())
+
+
+def test_retention_defaults_reach_the_operator_and_parse(render: Render) -> None:
+    import argparse
+
+    from memorywatch.store.quota import add_retention_arguments, limits_from_args
+    from memorywatch.store.retention import Limits
+
+    args = container(render())["args"]
+    assert [flag(args, f) for f in ("--store-max-age", "--store-total-bytes", "--store-namespace-bytes")] == [
+        "720h", "9Gi", "2Gi",
+    ]  # fmt: skip
+    picked = [a for i, a in enumerate(args) if a.startswith("--store-") or args[i - 1].startswith("--store-")]
+    picked = [a for i, a in enumerate(picked) if not (a == "--store" or (i and picked[i - 1] == "--store"))]
+    p = argparse.ArgumentParser()
+    add_retention_arguments(p)
+    assert limits_from_args(p.parse_args(picked)) == Limits(720 * 3600, 9 * 2**30, 2 * 2**30)
+    off = container(render({"store": {"retention": {"maxAge": "", "totalBytes": "", "namespaceBytes": ""}}}))[
+        "args"
+    ]
+    p2 = [a for i, a in enumerate(off) if a.startswith("--store-") or off[i - 1].startswith("--store-")]
+    p2 = [a for i, a in enumerate(p2) if not (a == "--store" or (i and p2[i - 1] == "--store"))]
+    assert limits_from_args(p.parse_args(p2)) == Limits()
