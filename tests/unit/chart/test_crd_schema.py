@@ -105,6 +105,8 @@ CONTRACT_PATHS = [
     "spec.capture.cooldown",
     "spec.capture.cpuSeconds",
     "spec.capture.maxProfileBytes",
+    "spec.capture.retention.maxAge",
+    "spec.capture.retention.maxBytes",
     "spec.capture.storage.s3.bucket",
     "spec.capture.storage.s3.prefix",
     "spec.capture.storage.s3.endpoint",
