@@ -285,3 +285,16 @@ async def test_scale_with_an_hpa_and_two_replicas_changes_it_once(
     assert '"from": 2' in record and '"to": 4' in record and '"original": 2' in record
     assert "undo with: kubectl -n" in done[0].message and '"minReplicas":2' in done[0].message
     assert apps.read_namespaced_deployment("web", namespace).spec.replicas == 2, "the HPA owns replicas"
+
+
+async def test_an_unusable_ledger_refuses_the_action(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: Path
+) -> None:  # fmt: skip
+    """Fail closed: when the Lease cannot be written (here its namespace does not exist), nothing is done."""
+    deploy("web", pprofserver, replicas=3)
+    before = settled_pods(core, namespace, "web", 3, apps)
+    actions = runner(cluster, ActionPolicy(), f"{namespace}-missing")
+    out = await act(actions, "EvictPod", namespace, sorted(before)[0])
+    assert (out.performed, out.reason) == (False, "RateLimitUnavailable"), out
+    assert "not taken uncounted" in out.message
+    assert settled_pods(core, namespace, "web", 3, apps) == before
