@@ -71,7 +71,8 @@ command: ["{memorywatch_binary()}"]
 actions:
   evict: {{enabled: true}}
   rateLimit: {{window: 10m, cluster: 100, perNamespace: 3}}
-store: {{persistence: {{enabled: false}}}}
+# Any endpoint host is allowed, so the address check is what refuses (the allow-list has its unit tests).
+store: {{persistence: {{enabled: false}}, s3Policy: {{allowedEndpoints: ["*"]}}}}
 logging: {{format: text, level: info}}
 extraEnv:
   - name: POD_IP
@@ -210,6 +211,73 @@ def test_twenty_watches_through_the_operator_respect_rate_and_replicas_and_pause
         after = {m["metadata"]["name"]: m["metadata"]["generation"]
                  for m in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]}  # fmt: skip
         assert after == generations, "pausing touched no MemoryWatch spec"
+    finally:
+        for mw in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+            with contextlib.suppress(Exception):
+                custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, mw["metadata"]["name"])
+        with contextlib.suppress(Exception):
+            wait_until(lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"], 90,
+                       "the MemoryWatches to be released")  # fmt: skip
+        core.delete_namespace(ns)
+
+
+def _condition(custom: Any, ns: str, name: str, type_: str) -> dict[str, Any]:
+    mw = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    for c in (mw.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def test_s3_policy_and_a_quota_show_as_store_conditions(
+    cluster: Cluster, guarded_operator: tuple[str, Any], pprofserver: Path
+) -> None:
+    """Through the operator: S3 endpoints at the metadata address, loopback and a cluster Service are refused with
+    StoreAvailable=False naming the reason, as is a bucket without credentials; a watch whose capture.retention
+    quota is full gets StoreAvailable=False naming the quota, and a CaptureFailed event."""
+    from kubernetes import client
+
+    api = cluster.api_client()
+    core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+    ns = new_namespace(core, "policy")
+    service_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    try:
+        apps.create_namespaced_deployment(ns, deployment_manifest("app", str(pprofserver), replicas=1))
+
+        def watch(name: str, capture: dict[str, Any]) -> None:
+            custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "MemoryWatch", "metadata": {"name": name},
+                "spec": {"selector": {"matchLabels": {"app": "app"}}, "endpoint": {"port": 6060, "metricsPath": ""},
+                         "interval": "1s", "rules": ALWAYS, "capture": capture},
+            })  # fmt: skip
+
+        def s3(endpoint: str | None, creds: bool = True) -> dict[str, Any]:
+            spec: dict[str, Any] = {"bucket": "evidence"}
+            if endpoint:
+                spec["endpoint"] = endpoint
+            if creds:
+                spec["credentialsSecretRef"] = {"name": "s3-creds"}
+            return {"storage": {"s3": spec}}
+
+        expected = {
+            "meta": (s3("http://169.254.169.254"), "link-local"),
+            "loop": (s3("http://127.0.0.1:9000"), "loopback"),
+            "svc": (s3(f"https://{service_ip}:443"), "private (cluster-internal)"),
+            "nocreds": (s3(None, creds=False), "credentialsSecretRef is required"),
+            "quota": ({"cooldown": "5s", "profiles": ["heap"], "retention": {"maxBytes": "1"}},
+                      "capture.retention.maxBytes"),
+        }  # fmt: skip
+        for name, (capture, _) in expected.items():
+            watch(name, capture)
+        for name, (_, text) in expected.items():
+            cond = wait_until(
+                lambda n=name, t=text: (c := _condition(custom, ns, n, "StoreAvailable")).get("status") == "False"  # type: ignore[misc]
+                and t in c.get("message", "") and c,
+                180, f"StoreAvailable=False naming {text!r} on {name}", interval=2,
+            )  # fmt: skip
+            assert "store.s3Policy" in cond["message"] or name in ("nocreds", "quota"), cond
+        failed = [e for e in core.list_namespaced_event(ns).items if e.reason == "CaptureFailed"]
+        assert any("quota" in (e.message or "") for e in failed), [e.message for e in failed]
     finally:
         for mw in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
             with contextlib.suppress(Exception):
