@@ -17,10 +17,23 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
 from memorywatch.control.lag import measure_lag
 from memorywatch.control.supervise import Supervisor
-from memorywatch.store import CaptureStore, FilesystemStore, StoreError
+from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
+from memorywatch.store.policy import (
+    S3Policy,
+    S3PolicyError,
+    add_s3_policy_arguments,
+    check_credentials,
+    check_endpoint,
+    system_resolver,
+)
+from memorywatch.store.policy import policy_from_args as s3_policy_from_args
+from memorywatch.store.quota import QuotaFilesystemStore, add_retention_arguments
+from memorywatch.store.quota import limits_from_args as retention_from_args
+from memorywatch.store.retention import WatchLimits
 
 log = logging.getLogger("memorywatch")
 
@@ -65,6 +78,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peering", default=None, help="kopf peering name for several replicas (HA); default standalone"
     )
+    add_action_arguments(p)  # guardrails (issue 8)
+    add_s3_policy_arguments(p)  # guardrails (issue 8)
+    add_retention_arguments(p)  # guardrails (issue 8)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -123,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
             print("memorywatch run: give --all-namespaces or --namespace NS (repeatable)", file=sys.stderr)
             return 2
         args.namespace = [ns]
-    default_store = FilesystemStore(args.store)
+    try:  # guardrails (issue 8): refuse nonsense limits before starting
+        policy_from_args(args), limits_from_args(args), s3_policy_from_args(args)
+    except ValueError as e:
+        print(f"memorywatch run: {e}", file=sys.stderr)
+        return 2
+    # GUARDRAILS CALL SITE (issue 8): the operator's volume prunes by age and quota before each capture.
+    default_store = QuotaFilesystemStore(args.store, retention_from_args(args))
     try:
         default_store.check_writable()
     except StoreError as e:  # reported, and the operator still starts: S3 watches do not need it
@@ -153,6 +175,8 @@ async def _main(
     import kopf
 
     import memorywatch.handlers  # noqa: F401 - registers the handlers
+    from memorywatch.actions.config import ledger_namespace
+    from memorywatch.actions.ledger import LeaseLedger
     from memorywatch.actions.runner import KubeActions
     from memorywatch.k8s import Kube, load_api_client
     from memorywatch.scrape import Limits, Scraper
@@ -175,7 +199,7 @@ async def _main(
     kube = Kube(api)
 
     async def make_store(spec: WatchSpec, namespace: str) -> CaptureStore:
-        return await build_store(kube, spec, namespace, default_store, default_s3)
+        return await build_store(kube, spec, namespace, default_store, default_s3, s3_policy_from_args(args))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -196,7 +220,10 @@ async def _main(
     process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
     process_tasks.spawn("event-loop-lag", measure_lag)
     async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
-        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=KubeActions(kube))
+        # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
+        ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
+        act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
+        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=act_runner)
         ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
@@ -230,20 +257,46 @@ async def _main(
 
 
 async def build_store(
-    kube: Any, spec: WatchSpec, namespace: str, default_store: FilesystemStore, default_s3: DefaultS3 | None
+    kube: Any,
+    spec: WatchSpec,
+    namespace: str,
+    default_store: FilesystemStore,
+    default_s3: DefaultS3 | None,
+    s3_policy: S3Policy | None = None,
 ) -> CaptureStore:
     """The store a MemoryWatch asked for: its own S3 bucket (credentials from a Secret in its namespace), the
-    operator's default S3 bucket, or the operator's directory. S3 falls back to the directory when it is down."""
+    operator's default S3 bucket, or the operator's directory. S3 falls back to the directory when it is down,
+    but a watch's S3 settings the policy refuses fail with the reason (no fallback)."""
+    if isinstance(default_store, QuotaFilesystemStore):  # GUARDRAILS CALL SITE (issue 8): per-watch retention
+        default_store = default_store.for_watch(
+            WatchLimits(spec.capture.retention_max_age_seconds, spec.capture.retention_max_bytes)
+        )
     s3 = spec.capture.s3
     if s3 is None and default_s3 is None:
         return default_store
     from memorywatch.store.s3 import FallbackStore, S3Store
 
     if s3 is not None:
+        # GUARDRAILS CALL SITE (issue 8): S3 by policy: endpoint allow-list, no internal addresses, own credentials.
+        policy = s3_policy if s3_policy is not None else S3Policy()
+        try:
+            check_credentials(s3.bucket, bool(s3.credentials_secret), policy)
+            await asyncio.to_thread(check_endpoint, s3.endpoint, policy, system_resolver)
+        except S3PolicyError as e:
+            raise StoreUnavailable(str(e)) from None
         key_id = secret = None
         if s3.credentials_secret:
-            key_id = await kube.secret_value(namespace, s3.credentials_secret, s3.access_key_id_key)
-            secret = await kube.secret_value(namespace, s3.credentials_secret, s3.secret_access_key_key)
+            from memorywatch.api.consent import ConsentTarget, secret_problem
+            from memorywatch.k8s import ForbiddenError
+
+            try:
+                key_id = await kube.secret_value(namespace, s3.credentials_secret, s3.access_key_id_key)
+                secret = await kube.secret_value(namespace, s3.credentials_secret, s3.secret_access_key_key)
+            except ForbiddenError as e:
+                raise StoreUnavailable(secret_problem(
+                    e, forbidden=True, namespace=namespace, secret=s3.credentials_secret,
+                    field="spec.capture.storage.s3.credentialsSecretRef", target=ConsentTarget.from_env(os.environ),
+                )) from None  # fmt: skip
         primary = S3Store(
             s3.bucket,
             s3.prefix,

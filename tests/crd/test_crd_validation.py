@@ -108,6 +108,7 @@ def test_valid_memorywatch_is_accepted_with_defaults_filled_in(create: Callable[
     spec = create(copy.deepcopy(VALID))["spec"]
     assert spec["endpoint"] == {
         "port": "pprof", "path": "/debug/pprof", "scheme": "http", "access": "Direct", "metricsPath": "/metrics",
+        "allowInsecureBearerToken": False,
     }  # fmt: skip
     assert spec["interval"] == "30s"
     assert spec["suspend"] is False
@@ -183,6 +184,28 @@ def test_interval_below_one_second_is_refused_naming_the_field(create: Callable[
             "tls must not be set unless scheme is https",
         ),
         ({"selector": {}}, "spec.selector", "selector must not be empty"),
+        (
+            {"selector": {"matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}},
+            "spec.selector",
+            "selector must contain at least one positive match",
+        ),
+        (
+            {"selector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["x"]}]}},
+            "spec.selector",
+            "selector must contain at least one positive match",
+        ),
+        ({"action": {"type": "EvictPod", "cooldown": "0"}}, "spec.action.cooldown", "must be at least 1m"),
+        (
+            {"capture": {"retention": {"maxAge": "10m"}}},
+            "spec.capture.retention.maxAge",
+            "must be at least 1h",
+        ),
+        ({"action": {"type": "EvictPod", "cooldown": "59s"}}, "spec.action.cooldown", "must be at least 1m"),
+        (
+            {"endpoint": {"port": 6060, "bearerTokenSecretRef": {"name": "t"}}},
+            "spec.endpoint.bearerTokenSecretRef",
+            "bearerTokenSecretRef must go with scheme https",
+        ),
         ({"selector": {"matchLabels": {}}}, "spec.selector", "selector must not be empty"),
         ({"endpoint": {"port": 0}}, "spec.endpoint.port", "port must be a number from 1 to 65535"),
         ({"endpoint": {"port": "Not_A_Port"}}, "spec.endpoint.port", "port must be a number from 1 to 65535"),
@@ -338,3 +361,14 @@ def test_rendered_chart_is_accepted_by_the_api_server(
     )  # fmt: skip
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("(server dry run)") == len(docs), applied.stdout
+
+
+def test_guardrail_fields_accept_what_they_should(create: Callable[..., dict[str, Any]]) -> None:
+    mixed = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a"]},
+                                  {"key": "canary", "operator": "DoesNotExist"}]}  # fmt: skip
+    assert create(with_spec(selector=mixed))["spec"]["selector"] == mixed
+    body = with_spec(endpoint={"port": 6060, "bearerTokenSecretRef": {"name": "t"}, "allowInsecureBearerToken": True},
+                     action={"type": "EvictPod", "cooldown": "1m"})  # fmt: skip
+    body["metadata"]["name"] = "explicit"
+    spec = create(body)["spec"]
+    assert spec["endpoint"]["allowInsecureBearerToken"] is True and spec["action"]["cooldown"] == "1m"

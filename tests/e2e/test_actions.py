@@ -11,7 +11,7 @@ import pytest
 from e2e_harness import Cluster, running_pods, service_account_client, wait_until
 from kubernetes import client
 
-from memorywatch.actions import ActionOutcome, Workload
+from memorywatch.actions import ActionOutcome, ActionPolicy, Workload
 from memorywatch.actions.runner import RESTARTED_AT, KubeActions
 from memorywatch.k8s import Kube
 
@@ -36,9 +36,31 @@ def settled_pods(core: Any, namespace: str, app: str, count: int, apps: Any = No
     return wait_until(check, 90, f"{count} settled pod(s) of {app}")  # type: ignore[no-any-return]
 
 
+# These tests are about each action's own mechanics (PDBs, rollouts, HPAs); the replica guardrails, tested in
+# test_action_guards.py, are lowered so that one- and two-replica workloads can be acted on here.
+MECHANICS = ActionPolicy(min_replicas=1, max_unavailable_fraction=1.0)
+
+
 @pytest.fixture
 def actions(cluster: Cluster) -> KubeActions:
-    return KubeActions(Kube(cluster.api_client()))
+    return KubeActions(Kube(cluster.api_client()), policy=MECHANICS)
+
+
+def grant_namespace_reads(cluster: Cluster, namespace: str, sa: str) -> None:
+    """What the chart's ClusterRole grants every install: reading namespaces (the actions opt-out label)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api_client())
+    name = f"{namespace}-{sa}"
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}],
+        }
+    )
+    rbac.create_cluster_role_binding({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+    })  # fmt: skip
 
 
 @pytest.fixture
@@ -224,7 +246,7 @@ async def test_dry_run_changes_nothing_and_says_what_would_happen(
         assert (out.performed, out.dry_run, out.reason) == (False, True, "DryRun"), out
     assert evict.message.startswith(f"would evict pod {pod} of Deployment/web")
     assert restart.message.startswith("would restart the rollout of Deployment/web")
-    assert scale.message == "would scale Deployment/web from 2 to 3 replicas"
+    assert scale.message.startswith("would change spec.replicas of Deployment/web from 2 to 3")
     after = apps.read_namespaced_deployment("web", namespace)
     assert after.metadata.resource_version == before.metadata.resource_version
     assert after.spec.to_dict() == before.spec.to_dict()
@@ -263,7 +285,8 @@ async def test_missing_rbac_verb_is_reported_as_forbidden(
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "replicasets"], "verbs": ["get"]},
     ])  # fmt: skip
-    actions = KubeActions(Kube(api))
+    grant_namespace_reads(cluster, namespace, "watcher-only")
+    actions = KubeActions(Kube(api), policy=MECHANICS)
     pod = sorted(pods)[0]
 
     assert await actions.workload_of(namespace, pod) == Workload("Deployment", "web", namespace)
@@ -274,7 +297,7 @@ async def test_missing_rbac_verb_is_reported_as_forbidden(
     assert (restart.reason, restart.dry_run) == ("Forbidden", True), restart
     assert "may not patch deployments.apps" in restart.message
     scale = await act(actions, "Scale", namespace, pod, max_replicas=5)
-    assert scale.reason == "Forbidden" and "may not get deployments.apps/scale" in scale.message, scale
+    assert scale.reason == "Forbidden" and "may not get horizontalpodautoscalers" in scale.message, scale
     assert core.read_namespaced_pod(pod, namespace).metadata.uid == pods[pod]
 
 
@@ -290,10 +313,10 @@ async def test_the_charts_grants_suffice_for_every_action(
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "replicasets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["patch"]},
-        {"apiGroups": ["apps"], "resources": ["deployments/scale", "statefulsets/scale"], "verbs": ["get", "patch", "update"]},
         {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "patch"]},
     ])  # fmt: skip
-    actions = KubeActions(Kube(api))
+    grant_namespace_reads(cluster, namespace, "operator")
+    actions = KubeActions(Kube(api), policy=MECHANICS)
 
     evicted = await act(actions, "EvictPod", namespace, sorted(pods)[0])
     assert evicted.reason == "Evicted", evicted
@@ -308,7 +331,7 @@ async def test_the_charts_grants_suffice_for_every_action(
         "the restart to replace every pod",
     )  # fmt: skip
     scaled = await act(actions, "Scale", namespace, sorted(pods)[0], max_replicas=5)
-    assert scaled.message == "scaled Deployment/web from 2 to 3 replicas", scaled
+    assert scaled.message.startswith("changed spec.replicas of Deployment/web from 2 to 3"), scaled
     client.AutoscalingV2Api(cluster.api_client()).create_namespaced_horizontal_pod_autoscaler(namespace, {
         "metadata": {"name": "web"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},

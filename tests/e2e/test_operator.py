@@ -105,7 +105,8 @@ def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
         f"""
 command: ["{memorywatch_binary()}"]
 rbac: {{scope: cluster}}
-actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}}}
+store: {{s3Policy: {{allowedEndpoints: ["127.0.0.1:*"], allowedCIDRs: ["127.0.0.0/8"]}}}}
+actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}, minReplicas: 1}}
 logging: {{format: text, level: info}}
 extraEnv:
   - name: POD_IP
@@ -225,6 +226,10 @@ def _apply(op: Operator, namespace: str, body: dict[str, Any]) -> None:
 
 def _secret(op: Operator, namespace: str, name: str, data: dict[str, str]) -> None:
     op.core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": data})
+    # Secrets by consent: the namespace lets the operator read its Secrets (the chart grants none by default).
+    op.cluster.kubectl("-n", namespace, "create", "rolebinding", f"memorywatch-secret-reader-{name}",
+                       f"--clusterrole={RELEASE}-memorywatch-secret-reader",
+                       f"--serviceaccount={op.namespace}:{RELEASE}-memorywatch")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +300,7 @@ def scenarios(
             "native",
             "native",
             capture={"cooldown": "15s"},
-            action={"type": "Scale", "scale": {"step": 1, "maxReplicas": 2}, "cooldown": "5s"},
+            action={"type": "Scale", "scale": {"step": 1, "maxReplicas": 2}, "cooldown": "1m"},
         ),
     )
 
@@ -360,7 +365,13 @@ def scenarios(
     _apply(op, n, memorywatch("nothing", "no-such-app"))
     _apply(op, n, memorywatch("steal-pods", "elsewhere"))
     _apply(
-        op, n, memorywatch("steal-secret", "mine", endpoint={"bearerTokenSecretRef": {"name": "only-in-b"}})
+        op,
+        n,
+        memorywatch(
+            "steal-secret",
+            "mine",
+            endpoint={"bearerTokenSecretRef": {"name": "only-in-b"}, "allowInsecureBearerToken": True},
+        ),
     )
     s["iso"] = Scenario(n, "mine", "steal-pods", own, {"other": other})
 

@@ -4,6 +4,8 @@ The controller decides whether to act (cooldowns, dry runs); this package resolv
 it through the API (Eviction API, a rollout-restart patch, the scale subresource), reporting one outcome.
 """
 
-from memorywatch.actions.model import ActionOutcome, ActionRunner, Workload
+from memorywatch.actions.guards import ActionPolicy
+from memorywatch.actions.model import ActContext, ActionOutcome, ActionRunner, Workload
+from memorywatch.actions.ratelimit import RateLimits
 
-__all__ = ["ActionOutcome", "ActionRunner", "Workload"]
+__all__ = ["ActContext", "ActionOutcome", "ActionPolicy", "ActionRunner", "RateLimits", "Workload"]

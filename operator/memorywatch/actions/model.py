@@ -22,7 +22,8 @@ class Workload:
 class ActionOutcome:
     """`performed` is True only when the API accepted the change. `reason` is a CamelCase word for events
     (Evicted, Restarted, Scaled, DryRun, DisruptionBudget, NoWorkload, AtMaxReplicas, HPAOwnsReplicas,
-    RolloutInProgress, Forbidden, Failed); `message` is one sentence for people."""
+    RolloutInProgress, Forbidden, Failed, and the guard reasons of actions/guards.py and actions/ratelimit.py);
+    `message` is one sentence for people."""
 
     action: str
     pod: str
@@ -31,6 +32,18 @@ class ActionOutcome:
     dry_run: bool
     reason: str
     message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ActContext:
+    """What the runner re-checks right before acting: the MemoryWatch that decided (re-read: still there, same
+    uid, not suspended), the uid of the pod it captured (a pod recreated under the same name is not acted on),
+    and the watch's action cooldown (Scale's idempotence window)."""
+
+    watch_name: str
+    watch_uid: str | None
+    pod_uid: str | None
+    cooldown_seconds: float = 3600.0
 
 
 class ActionRunner(Protocol):
@@ -45,4 +58,5 @@ class ActionRunner(Protocol):
         dry_run: bool,
         scale_step: int,
         scale_max_replicas: int | None,
+        context: ActContext | None = None,
     ) -> ActionOutcome: ...

@@ -1,12 +1,15 @@
 """Carries out an action on a leaking pod's workload through the API server (evict, rollout restart, scale),
-each behind its guard, and reports one `ActionOutcome`; it never raises.
+each behind the guardrails of actions/guards.py, and reports one `ActionOutcome`; it never raises.
 
-Reasons (`ActionOutcome.reason`): Evicted, Restarted, Scaled, DryRun (a dry run that would have acted),
-DisruptionBudget (a PodDisruptionBudget refused the eviction), PodGone, NoWorkload (also for evicting a pod
-without a controller: nothing would replace it), RolloutInProgress, AtMaxReplicas, HPAOwnsReplicas, Forbidden
-(RBAC; the message names the missing verb and resource), Failed (any other API error). A dry run resolves everything, asks the API server with `dryRun=All` where it can (so RBAC,
-PodDisruptionBudgets and admission answer for real), and changes nothing; a guard that would skip the real
-action skips the dry run with the same reason and `dry_run=True`.
+Right before acting it reads again what the guards need (the pod and its uid, the MemoryWatch, the namespace's
+labels, the workload and its ready pods), runs the guard chain, counts the action in the shared ledger (rate
+limits), then acts. Reasons (`ActionOutcome.reason`): Evicted, Restarted, Scaled, DryRun (a dry run that would
+have acted), the guard reasons (ActionsPaused, NamespaceOptedOut, WatchDeleted, WatchSuspended, ActionChanged,
+PodReplaced, PodGone, NoWorkload, UnsupportedWorkload, BelowMinReplicas, TooManyUnavailable, ClusterRateLimited,
+NamespaceRateLimited, RateLimitUnavailable), DisruptionBudget (a PodDisruptionBudget refused the eviction),
+RolloutInProgress, AtMaxReplicas, HPAOwnsReplicas, RecentlyScaled, Forbidden (RBAC; the message names the missing
+verb and resource), Failed (any other API error). A dry run resolves everything, asks the API server with
+`dryRun=All` where it can, checks the rate limits without counting, and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,29 +18,42 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s
 
-from memorywatch.actions.model import ActionOutcome, Workload
+from memorywatch.actions.facts import Locks, desired_replicas, pod_ready, selector_string, unsettled
+from memorywatch.actions.guards import (
+    DISRUPTIVE,
+    SUPPORTED_KINDS,
+    ActionPolicy,
+    GuardInput,
+    WatchFacts,
+    evaluate,
+)
+from memorywatch.actions.model import ActContext, ActionOutcome, Workload
+from memorywatch.actions.ratelimit import Admission
+from memorywatch.actions.scale import scale
 from memorywatch.k8s import ConflictError, ForbiddenError, Kube, KubeError, NotFoundError, TooManyRequests
+from memorywatch.k8s.client import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 ACTIONS = ("EvictPod", "RolloutRestart", "Scale")
-# Scale patches are conditional on the resourceVersion read; the controllers update status all the time, so a
-# conflict is normal and is answered by reading again.
-SCALE_ATTEMPTS = 4
 # The Helm value that grants each action's verbs (charts/memorywatch/values.yaml), named in Forbidden messages.
 CHART_VALUE = {
     "EvictPod": "actions.evict.enabled",
     "RolloutRestart": "actions.restart.enabled",
     "Scale": "actions.scale.enabled",
 }
-_RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
-_SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet")
+
+
+class Ledger(Protocol):
+    """Counts actions against the rate limits (actions/ledger.py keeps them in a Lease)."""
+
+    async def reserve(self, namespace: str, *, dry_run: bool = False) -> Admission: ...
 
 
 class _Refused(Exception):
@@ -62,9 +78,21 @@ class KubeActions:
     """The `ActionRunner` the operator uses: the Eviction API, a rollout-restart patch, the scale subresource
     (or an HPA's minReplicas). One per operator; safe to call concurrently for different workloads."""
 
-    def __init__(self, kube: Kube, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        policy: ActionPolicy | None = None,
+        ledger: Ledger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`ledger` None counts nothing (tests of one action); the operator always passes its LeaseLedger."""
         self.kube = kube
+        self.policy = policy if policy is not None else ActionPolicy()
+        self.ledger = ledger
         self.clock = clock
+        self._locks = Locks()
+        self.custom = k8s.CustomObjectsApi(kube.api)
         self.core = k8s.CoreV1Api(kube.api)
         self.apps = k8s.AppsV1Api(kube.api)
         self.autoscaling = k8s.AutoscalingV2Api(kube.api)
@@ -117,19 +145,6 @@ class KubeActions:
         resource, fn = readers[w.kind]
         return await self._call("get", resource, w.namespace, fn, w.name, w.namespace)
 
-    async def _require_settled(self, w: Workload | None) -> None:
-        if w is None:
-            return
-        obj = await self._read_workload(w)
-        if obj is None:
-            return
-        why = unsettled(w.kind, obj)
-        if why:
-            raise _Skip(
-                "RolloutInProgress",
-                f"{w} is not settled ({why}); acting on one pod of a workload at a time, so not now",
-            )
-
     # ---------------------------------------------------------------- act
 
     async def act(
@@ -141,6 +156,7 @@ class KubeActions:
         dry_run: bool,
         scale_step: int,
         scale_max_replicas: int | None,
+        context: ActContext | None = None,
     ) -> ActionOutcome:
         workload: Workload | None = None
 
@@ -150,6 +166,9 @@ class KubeActions:
         try:
             if action not in ACTIONS:
                 return outcome(False, "Failed", f"unknown action {action!r} (expected one of {ACTIONS})")
+            if self.policy.paused:  # before any API call: a paused operator does not even look
+                v = evaluate(self._input(action, namespace, pod, dry_run, {}))
+                return outcome(False, v.reason, v.message)
             try:
                 pod_body = await self._call(
                     "get", "pods", namespace, self.core.read_namespaced_pod, pod, namespace
@@ -157,13 +176,17 @@ class KubeActions:
             except NotFoundError:
                 return outcome(False, "PodGone", f"pod {namespace}/{pod} no longer exists")
             workload = await self._owner_of(namespace, pod_body)
-            if action == "EvictPod":
-                performed, reason, message = await self._evict(namespace, pod, pod_body, workload, dry_run)
-            elif action == "RolloutRestart":
-                performed, reason, message = await self._restart(workload, dry_run)
-            else:
-                performed, reason, message = await self._scale(
-                    workload, dry_run, scale_step, scale_max_replicas
+            async with self._locks.hold(str(workload) if workload else f"Pod/{pod}", namespace):
+                performed, reason, message = await self._guarded(
+                    action,
+                    namespace,
+                    pod,
+                    pod_body,
+                    workload,
+                    dry_run,
+                    scale_step,
+                    scale_max_replicas,
+                    context,
                 )
             return outcome(performed, reason, message)
         except _Skip as s:
@@ -178,19 +201,97 @@ class KubeActions:
         except KubeError as e:
             return outcome(False, "Failed", f"{action} failed: {e}")
 
-    async def _evict(self, namespace: str, pod: str, pod_body: Any, w: Workload | None, dry_run: bool
+    def _input(self, action: str, namespace: str, pod: str, dry_run: bool, labels: dict[str, str],
+               **facts: Any) -> GuardInput:  # fmt: skip
+        return GuardInput(action, namespace, pod, dry_run, self.policy, labels, **facts)
+
+    async def _guarded(self, action: str, namespace: str, pod: str, pod_body: Any, w: Workload | None,
+                       dry_run: bool, step: int, max_replicas: int | None, ctx: ActContext | None
+                       ) -> tuple[bool, str, str]:  # fmt: skip
+        """Re-read every fact the guards need, run the chain, count the action, then act. Runs under the
+        workload's lock, so two watches over the same pods in this process never pass the guards together."""
+        ns = await self._call("get", "namespaces", namespace, self.core.read_namespace, namespace)
+        facts: dict[str, Any] = {
+            "workload": w,
+            "pod_uid": pod_body.metadata.uid,
+            "pod_terminating": pod_body.metadata.deletion_timestamp is not None,
+        }
+        if ctx is not None:
+            facts |= {
+                "watch_uid": ctx.watch_uid,
+                "expected_pod_uid": ctx.pod_uid,
+                "watch": await self._watch_facts(namespace, ctx.watch_name),
+            }
+        obj = None
+        if w is not None and w.kind in SUPPORTED_KINDS.get(action, ()):
+            obj = await self._read_workload(w)
+            if action in DISRUPTIVE and obj is not None:
+                facts |= {
+                    "desired_replicas": desired_replicas(w.kind, obj),
+                    "ready_replicas": await self._ready_pods(namespace, obj),
+                }
+        verdict = evaluate(
+            self._input(action, namespace, pod, dry_run, dict(ns.metadata.labels or {}), **facts)
+        )
+        if not verdict.allowed:
+            return False, verdict.reason, verdict.message
+        assert w is not None
+        if action in DISRUPTIVE:
+            why = unsettled(w.kind, obj) if obj is not None else None
+            if why:
+                return False, "RolloutInProgress", (
+                    f"{w} is not settled ({why}); acting on one pod of a workload at a time, so not now"
+                )  # fmt: skip
+        if self.ledger is not None:
+            admission = await self.ledger.reserve(namespace, dry_run=dry_run)
+            if not admission.allowed:
+                return False, admission.reason, admission.message
+        if action == "EvictPod":
+            return await self._evict(namespace, pod, pod_body.metadata.uid, w, dry_run)
+        if action == "RolloutRestart":
+            return await self._restart(w, dry_run)
+        cooldown = ctx.cooldown_seconds if ctx is not None else 0.0
+        by = f"{namespace}/{ctx.watch_name}" if ctx is not None else "unknown"
+        return await scale(self, w, dry_run, step, max_replicas, cooldown, by)
+
+    async def _watch_facts(self, namespace: str, name: str) -> WatchFacts:
+        try:
+            body = await self.kube.call(
+                f"get MemoryWatch {namespace}/{name}",
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+            )  # fmt: skip
+        except NotFoundError:
+            return WatchFacts(found=False)
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        return WatchFacts(
+            found=True,
+            uid=meta.get("uid"),
+            suspended=bool(spec.get("suspend", False)),
+            deleting=meta.get("deletionTimestamp") is not None,
+            action_type=str((spec.get("action") or {}).get("type") or "None"),
+        )
+
+    async def _ready_pods(self, namespace: str, obj: Any) -> int:
+        """The workload's pods that are ready and not terminating, counted from the pods themselves (a
+        workload's status lags an eviction another watch made a moment ago)."""
+        selector = selector_string(obj.spec.selector)
+        if not selector:
+            return 0
+        pods = await self._call(
+            "list", "pods", namespace, self.core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        return sum(1 for p in pods.items if pod_ready(p))
+
+    async def _evict(self, namespace: str, pod: str, uid: str | None, w: Workload, dry_run: bool
                      ) -> tuple[bool, str, str]:  # fmt: skip
-        if pod_body.metadata.deletion_timestamp is not None:
-            return False, "PodGone", f"pod {pod} is already terminating"
-        if w is None:
-            # Nothing would bring a bare pod back: evicting it would be an outage, not a restart.
-            return False, "NoWorkload", f"pod {pod} has no controller to replace it, so it is not evicted"
-        await self._require_settled(w)
         of = f" of {w}"
+        # The uid precondition: if the pod was deleted and recreated under the same name since it was read,
+        # the API server refuses (409) instead of evicting the new pod.
         body = k8s.V1Eviction(
             api_version="policy/v1",
             kind="Eviction",
             metadata=k8s.V1ObjectMeta(name=pod, namespace=namespace),
+            delete_options=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid)),
         )
         try:
             await self._call(
@@ -210,139 +311,30 @@ class KubeActions:
                 "DisruptionBudget",
                 f"eviction of pod {pod}{of} {would} by a PodDisruptionBudget: {e}",
             )
+        except ConflictError:
+            return (
+                False,
+                "PodReplaced",
+                f"pod {pod} was recreated under the same name (uid is no longer {uid})",
+            )
         except NotFoundError:
             return False, "PodGone", f"pod {pod} is already gone"
         if dry_run:
             return False, "DryRun", f"would evict pod {pod}{of} (the API server accepted a dry-run eviction)"
         return True, "Evicted", f"evicted pod {pod}{of}; its controller replaces it"
 
-    async def _restart(self, w: Workload | None, dry_run: bool) -> tuple[bool, str, str]:
-        if w is None or w.kind not in _RESTARTABLE:
-            what = "the pod has no controller" if w is None else f"{w} has no pod template to restart"
-            return False, "NoWorkload", f"cannot restart a rollout: {what}"
-        await self._require_settled(w)
+    async def _restart(self, w: Workload, dry_run: bool) -> tuple[bool, str, str]:
         now = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
         patchers: dict[str, tuple[str, Callable[..., Any]]] = {
             "Deployment": ("deployments.apps", self.apps.patch_namespaced_deployment),
             "StatefulSet": ("statefulsets.apps", self.apps.patch_namespaced_stateful_set),
-            "DaemonSet": ("daemonsets.apps", self.apps.patch_namespaced_daemon_set),
         }
         resource, fn = patchers[w.kind]
         await self._call("patch", resource, w.namespace, fn, w.name, w.namespace, patch, **_dry(dry_run))
         if dry_run:
             return False, "DryRun", f"would restart the rollout of {w} ({RESTARTED_AT}={now})"
         return True, "Restarted", f"restarted the rollout of {w} ({RESTARTED_AT}={now})"
-
-    async def _scale(self, w: Workload | None, dry_run: bool, step: int, max_replicas: int | None
-                     ) -> tuple[bool, str, str]:  # fmt: skip
-        if w is None or w.kind not in _SCALABLE:
-            what = "the pod has no controller" if w is None else f"{w} has no scale subresource we use"
-            return False, "NoWorkload", f"cannot scale: {what}"
-        step = max(1, step)
-        resource, read, patch = {
-            "Deployment": ("deployments.apps/scale", self.apps.read_namespaced_deployment_scale,
-                           self.apps.patch_namespaced_deployment_scale),
-            "StatefulSet": ("statefulsets.apps/scale", self.apps.read_namespaced_stateful_set_scale,
-                            self.apps.patch_namespaced_stateful_set_scale),
-            "ReplicaSet": ("replicasets.apps/scale", self.apps.read_namespaced_replica_set_scale,
-                           self.apps.patch_namespaced_replica_set_scale),
-        }[w.kind]  # fmt: skip
-        for _ in range(SCALE_ATTEMPTS - 1):
-            try:
-                return await self._scale_once(w, resource, read, patch, dry_run, step, max_replicas)
-            except ConflictError as e:
-                log.info("scaling %s: %s; reading it again", w, e)
-        return await self._scale_once(w, resource, read, patch, dry_run, step, max_replicas)
-
-    async def _scale_once(self, w: Workload, resource: str, read: Callable[..., Any], patch: Callable[..., Any],
-                          dry_run: bool, step: int, max_replicas: int | None) -> tuple[bool, str, str]:  # fmt: skip
-        scale = await self._call("get", resource, w.namespace, read, w.name, w.namespace)
-        current = int(scale.spec.replicas or 0)
-        hpa = await self._hpa_for(w)
-        if hpa is not None:
-            return await self._raise_hpa_min(w, hpa, current, dry_run, step, max_replicas)
-        if max_replicas is not None and current >= max_replicas:
-            return False, "AtMaxReplicas", f"{w} already has {current} replicas (action.scale.maxReplicas: {max_replicas})"  # fmt: skip
-        target = current + step if max_replicas is None else min(current + step, max_replicas)
-        # resourceVersion makes the patch conditional: a concurrent change to the scale is a 409, not a race.
-        body = {
-            "metadata": {"resourceVersion": scale.metadata.resource_version},
-            "spec": {"replicas": target},
-        }
-        await self._call("patch", resource, w.namespace, patch, w.name, w.namespace, body, **_dry(dry_run))
-        if dry_run:
-            return False, "DryRun", f"would scale {w} from {current} to {target} replicas"
-        return True, "Scaled", f"scaled {w} from {current} to {target} replicas"
-
-    async def _hpa_for(self, w: Workload) -> Any:
-        """The autoscaling/v2 HPA whose scaleTargetRef is the workload, if any. Listing needs `list`; the
-        chart grants only get/patch, so on 403 fall back to the HPA named like the workload (kubectl autoscale's
-        convention)."""
-        try:
-            hpas = await self._call(
-                "list",
-                "horizontalpodautoscalers.autoscaling",
-                w.namespace,
-                self.autoscaling.list_namespaced_horizontal_pod_autoscaler,
-                w.namespace,
-            )
-            candidates = list(hpas.items)
-        except _Refused:
-            try:
-                candidates = [
-                    await self._call(
-                        "get",
-                        "horizontalpodautoscalers.autoscaling",
-                        w.namespace,
-                        self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
-                        w.name,
-                        w.namespace,
-                    )
-                ]
-            except NotFoundError:
-                return None
-        for hpa in candidates:
-            ref = hpa.spec.scale_target_ref
-            group = (ref.api_version or "").split("/")[0]
-            if ref.kind == w.kind and ref.name == w.name and group == "apps":
-                return hpa
-        return None
-
-    async def _raise_hpa_min(self, w: Workload, hpa: Any, current: int, dry_run: bool, step: int,
-                             max_replicas: int | None) -> tuple[bool, str, str]:  # fmt: skip
-        name = f"HorizontalPodAutoscaler/{hpa.metadata.name}"
-        hpa_min = int(hpa.spec.min_replicas or 1)
-        hpa_max = int(hpa.spec.max_replicas)
-        # Raising minReplicas below the replicas the HPA already runs would change nothing.
-        base = max(hpa_min, current)
-        if base >= hpa_max:
-            return False, "HPAOwnsReplicas", (
-                f"{name} owns the replicas of {w} and already allows no more than {hpa_max} "
-                f"(running {current}); raise its maxReplicas to scale further"
-            )  # fmt: skip
-        if max_replicas is not None and base >= max_replicas:
-            return False, "AtMaxReplicas", (
-                f"{w} already has {base} replicas (action.scale.maxReplicas: {max_replicas}); {name} left as is"
-            )  # fmt: skip
-        target = min(base + step, hpa_max, max_replicas if max_replicas is not None else hpa_max)
-        capped = " (capped at the HPA's maxReplicas)" if target == hpa_max and base + step > hpa_max else ""
-        body = {"metadata": {"resourceVersion": hpa.metadata.resource_version},
-                "spec": {"minReplicas": target}}  # fmt: skip
-        await self._call(
-            "patch",
-            "horizontalpodautoscalers.autoscaling",
-            w.namespace,
-            self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-            hpa.metadata.name,
-            w.namespace,
-            body,
-            **_dry(dry_run),
-        )
-        change = f"minReplicas of {name} from {hpa_min} to {target}{capped}, which owns the replicas of {w}"
-        if dry_run:
-            return False, "DryRun", f"would raise the {change}"
-        return True, "Scaled", f"raised the {change}"
 
 
 def _dry(dry_run: bool) -> dict[str, str]:
@@ -353,41 +345,4 @@ def _controller(obj: Any) -> tuple[str, str] | None:
     for ref in obj.metadata.owner_references or []:
         if ref.controller:
             return str(ref.kind), str(ref.name)
-    return None
-
-
-def unsettled(kind: str, obj: Any) -> str | None:
-    """Why a workload is not settled (a rollout, a scale or a replacement under way), or None when every
-    replica it wants is updated, ready and available and its controller has seen the latest spec."""
-    meta, spec, status = obj.metadata, obj.spec, obj.status
-    generation = meta.generation or 0
-    observed = (status.observed_generation or 0) if status is not None else 0
-    if observed < generation:
-        return f"its controller has not yet observed generation {generation}"
-    if kind == "DaemonSet":
-        want = status.desired_number_scheduled or 0
-        counts = {
-            "updated": status.updated_number_scheduled or 0,
-            "ready": status.number_ready or 0,
-            "available": status.number_available or 0,
-        }
-    else:
-        want = spec.replicas if spec.replicas is not None else 1
-        counts = {
-            "updated": (status.updated_replicas or 0) if kind != "ReplicaSet" else (status.replicas or 0),
-            "ready": status.ready_replicas or 0,
-            "available": status.available_replicas or 0,
-        }
-        # Old pods still running beside the new ones mean a rollout or scale-down is not finished.
-        if (status.replicas or 0) > want:
-            return f"{status.replicas} pods exist for {want} wanted replicas"
-        if (
-            kind == "StatefulSet"
-            and status.update_revision
-            and status.current_revision != status.update_revision
-        ):
-            return f"revision {status.update_revision} is still rolling out"
-    for what, n in counts.items():
-        if n < want:
-            return f"{what} replicas {n} < {want} wanted"
     return None

@@ -16,6 +16,8 @@ from memorywatch.api.units import UnitError, parse_duration, parse_quantity
 from memorywatch.rules.model import RuleSpec
 
 DEFAULT_PROFILES = ("heap", "goroutine", "goroutine-stacks")
+#: The least spec.action.cooldown (the CRD enforces the same floor): a rule that always holds cannot act in a loop.
+MIN_ACTION_COOLDOWN_SECONDS = 60.0
 
 
 class SpecError(ValueError):
@@ -85,6 +87,7 @@ class EndpointSpec:
     tls: TLSSpec | None = None
     bearer_token_secret: SecretKeyRef | None = None
     metrics_path: str | None = "/metrics"
+    allow_insecure_bearer_token: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +109,9 @@ class CaptureSpec:
     cpu_seconds: int = 10
     max_profile_bytes: int = 64 * 2**20
     s3: S3Spec | None = None
+    #: This watch's own retention on the operator's volume, within the chart's (None: the chart's).
+    retention_max_age_seconds: float | None = None
+    retention_max_bytes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +185,11 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
     )
     if not labels and not exprs:
         r.problems.append("spec.selector must select something: give matchLabels or matchExpressions")
+    elif not labels and not any(e.operator in ("In", "Exists") for e in exprs):
+        r.problems.append(
+            "spec.selector must contain at least one positive match (a matchLabels entry, or a matchExpressions "
+            "term with operator In or Exists): NotIn and DoesNotExist alone select nearly every pod"
+        )
     ep = _mapping(spec.get("endpoint"))
     port = ep.get("port")
     if port in (None, ""):
@@ -203,7 +214,17 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
             "spec.endpoint.bearerTokenSecretRef", ep.get("bearerTokenSecretRef"), "token"
         ),
         metrics_path=str(metrics_path) if metrics_path else None,
+        allow_insecure_bearer_token=bool(ep.get("allowInsecureBearerToken", False)),
     )
+    if (
+        endpoint.bearer_token_secret
+        and endpoint.scheme != "https"
+        and not endpoint.allow_insecure_bearer_token
+    ):
+        r.problems.append(
+            "spec.endpoint.bearerTokenSecretRef needs spec.endpoint.scheme: https (the token would cross the "
+            "network in clear text); set spec.endpoint.allowInsecureBearerToken: true to send it over http anyway"
+        )
     interval = r.duration("spec.interval", spec.get("interval"), 30.0)
     if interval < 1:
         r.problems.append("spec.interval must be at least 1s")
@@ -234,12 +255,17 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
             secret_access_key_key=str(creds.get("secretAccessKeyKey") or "AWS_SECRET_ACCESS_KEY"),
             force_path_style=bool(s3_raw.get("forcePathStyle", True)),
         )
+    retention = _mapping(cap.get("retention"))
     capture = CaptureSpec(
         profiles=tuple(cap.get("profiles") or DEFAULT_PROFILES),
         cooldown_seconds=r.duration("spec.capture.cooldown", cap.get("cooldown"), 1800.0),
         cpu_seconds=int(cap.get("cpuSeconds") or 10),
         max_profile_bytes=r.quantity("spec.capture.maxProfileBytes", cap.get("maxProfileBytes"), 64 * 2**20),
         s3=s3,
+        retention_max_age_seconds=r.duration("spec.capture.retention.maxAge", retention.get("maxAge"), 0.0)
+        or None,
+        retention_max_bytes=r.quantity("spec.capture.retention.maxBytes", retention.get("maxBytes"), 0)
+        or None,
     )
     act = _mapping(spec.get("action"))
     scale = _mapping(act.get("scale"))
@@ -250,6 +276,11 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
         cooldown_seconds=r.duration("spec.action.cooldown", act.get("cooldown"), 3600.0),
         dry_run=bool(act.get("dryRun", False)),
     )
+    if act.get("cooldown") is not None and action.cooldown_seconds < MIN_ACTION_COOLDOWN_SECONDS:
+        r.problems.append(
+            f"spec.action.cooldown must be at least 1m (got {act.get('cooldown')}): the floor keeps an action "
+            "from looping"
+        )
     if action.type == "Scale" and action.scale_max_replicas is None:
         r.problems.append("spec.action.scale.maxReplicas is required when spec.action.type is Scale")
     if r.problems:

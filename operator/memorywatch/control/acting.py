@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from memorywatch import metrics
-from memorywatch.actions import ActionOutcome, ActionRunner
+from memorywatch.actions import ActContext, ActionOutcome, ActionRunner
 from memorywatch.api.spec import ActionSpec
 from memorywatch.control.policy import ActionRequest, decide_action, keeps_cooldown
 from memorywatch.control.ports import Clock
@@ -67,6 +67,9 @@ class ActionExecutor:
         self._write_status = write_status
         self._clock = clock
         self._acting: set[str] = set()
+        #: the MemoryWatch's uid, and the uid of the pod profiled under a name (set by the controller)
+        self.watch_uid: str | None = None
+        self.pod_uid: Callable[[str], str | None] = lambda pod: None
 
     async def after_capture(self, pod: str, action: ActionSpec) -> None:
         if action.type == "None":
@@ -102,6 +105,10 @@ class ActionExecutor:
                 dry_run=decision.dry_run,
                 scale_step=action.scale_step,
                 scale_max_replicas=action.scale_max_replicas,
+                # the runner re-reads the watch and the pod's uid right before acting (guardrails)
+                context=ActContext(
+                    self._poster.name, self.watch_uid, self.pod_uid(pod), action.cooldown_seconds
+                ),
             )
         finally:
             self._acting.discard(subject)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from memorywatch.actions.guards import RETRYABLE_REASONS
 from memorywatch.api.spec import ActionSpec
 from memorywatch.control.status import iso
 
 # Skips worth retrying at the next capture; any other skip (at max replicas, no workload, forbidden) keeps the
-# action's cooldown, so it is not retried, and reported, on every capture.
-RETRYABLE_SKIPS = frozenset({"RolloutInProgress", "DisruptionBudget", "Failed"})
+# action's cooldown, so it is not retried, and reported, on every capture. Passing guard refusals (rate limits,
+# too many unavailable) are retryable too.
+RETRYABLE_SKIPS = frozenset({"RolloutInProgress", "DisruptionBudget", "Failed"}) | RETRYABLE_REASONS
 
 
 @dataclasses.dataclass(frozen=True)

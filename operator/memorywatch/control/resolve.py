@@ -13,10 +13,11 @@ import dataclasses
 import os
 import tempfile
 
+from memorywatch.api.consent import ConsentTarget, secret_problem
 from memorywatch.api.spec import WatchSpec
 from memorywatch.control.ports import ForwardCloser, Forwarder
 from memorywatch.control.secrets import SecretCache
-from memorywatch.k8s import ApiUnavailable, KubeError, TooManyRequests
+from memorywatch.k8s import ApiUnavailable, ForbiddenError, KubeError, TooManyRequests
 from memorywatch.scrape import TargetConfig, TLSConfig
 from memorywatch.targets import PodInfo, pod_url, resolve_port
 
@@ -37,6 +38,17 @@ def _transient(e: KubeError) -> bool:
 
 
 class TargetResolver:
+    def _secret_problem(self, e: KubeError, secret: str, field: str) -> str:
+        """A Secret that RBAC refused gets the exact command that grants consent (guardrails), else the error."""
+        return secret_problem(
+            e,
+            forbidden=isinstance(e, ForbiddenError),
+            namespace=self.namespace,
+            secret=secret,
+            field=field,
+            target=ConsentTarget.from_env(os.environ),
+        )
+
     def __init__(
         self, namespace: str, secrets: SecretCache, forward: Forwarder, close_forward: ForwardCloser
     ) -> None:
@@ -59,7 +71,7 @@ class TargetResolver:
             try:
                 got = await self._secrets.get(self.namespace, ref.name, ref.key)
             except KubeError as e:
-                problem = f"spec.endpoint.bearerTokenSecretRef: {e}"
+                problem = self._secret_problem(e, ref.name, "spec.endpoint.bearerTokenSecretRef")
                 return Resolution(pod.name, None, port, problem, _transient(e), type(e).__name__)
             token = got.value.strip()
             if got.stale_error:
@@ -72,7 +84,7 @@ class TargetResolver:
                 try:
                     ca = await self._secrets.get(self.namespace, ref.name, ref.key)
                 except KubeError as e:
-                    problem = f"spec.endpoint.tls.caSecretRef: {e}"
+                    problem = self._secret_problem(e, ref.name, "spec.endpoint.tls.caSecretRef")
                     return Resolution(pod.name, None, port, problem, _transient(e), type(e).__name__)
                 if ca.stale_error:
                     stale.append((f"spec.endpoint.tls.caSecretRef: {ca.stale_error}", ca.stale_error))

@@ -124,11 +124,18 @@ class WatchController:
         self.executor = ActionExecutor(
             actions, self.poster, namespace, self.cooldowns, ActionLog(), self._write_ahead, clock
         )
+        self.executor.watch_uid = uid
+        self.executor.pod_uid = self._pod_uid
         self.events = EventHandler(self)
         self._facts = WatchFacts(generation=0)
         self._last_status: dict[str, Any] | None = None
         self._leak: str | None = None
         self._counted_targets = 0
+
+    def _pod_uid(self, pod: str) -> str | None:
+        """The uid of the pod profiled under `pod`: the runner acts only on that very pod."""
+        known = self.pods.get(pod)
+        return known.uid if known is not None else None
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -2,7 +2,9 @@
 
 S3 has no rename, so a capture is written in place under `<prefix>/<namespace>/<memorywatch>/<pod>/<time>-<rule>/`
 and becomes visible only when `manifest.json` is uploaded, LAST; readers list manifests only. A crash before the
-manifest leaves objects no reader ever sees; `sweep_partials` deletes them once they are older than an hour.
+manifest leaves objects no reader ever sees; `sweep_partials` deletes them once they are older than an hour, but
+only objects that carry the operator's own marker (object metadata `memorywatch-writer`) in folders the operator
+claimed, reading a bounded number of listing pages in a bounded time: a bucket a tenant names may hold anything.
 
 Folder ownership: `begin` first checks the folder is empty, then claims it with a small `.capture-in-progress`
 object uploaded with `If-None-Match: *` (a conditional put that fails when the object already exists), so two
@@ -67,6 +69,12 @@ log = logging.getLogger(__name__)
 CLAIM_NAME = ".capture-in-progress"
 PROBE_PREFIX = ".memorywatch-probe-"
 SHA256_METADATA = "sha256"
+#: Object metadata on everything the operator writes; the sweep deletes nothing without it.
+WRITER_METADATA = "memorywatch-writer"
+WRITER_VALUE = "memorywatch"
+#: The partial-capture sweep's budget: listing pages (1000 keys each) and seconds per sweep.
+SWEEP_MAX_PAGES = 20
+SWEEP_MAX_SECONDS = 30.0
 #: key segments below the store prefix: namespace / memorywatch / pod / capture folder / file
 _CAPTURE_DEPTH = 5
 _MAX_FOLDER_ATTEMPTS = 5
@@ -245,7 +253,7 @@ class S3Store:
             "Body": data,
             "ContentMD5": md5,
             "ChecksumSHA256": sha_b64,
-            "Metadata": {SHA256_METADATA: sha_hex},
+            "Metadata": {SHA256_METADATA: sha_hex, WRITER_METADATA: WRITER_VALUE},
         }
 
     def put(self, doing: str, key: str, data: bytes) -> None:
@@ -265,10 +273,13 @@ class S3Store:
                     f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip()
                 )
 
-    def _objects(self, doing: str, prefix: str) -> Iterator[dict[str, Any]]:
+    def _objects(self, doing: str, prefix: str, *, max_pages: int | None = None, page_keys: int = 1000
+                 ) -> Iterator[dict[str, Any]]:  # fmt: skip
         token: str | None = None
-        while True:
-            params: dict[str, Any] = {"Prefix": prefix}
+        pages = 0
+        while max_pages is None or pages < max_pages:
+            pages += 1
+            params: dict[str, Any] = {"Prefix": prefix, "MaxKeys": page_keys}
             if token:
                 params["ContinuationToken"] = token
             page = self.call(doing, "list_objects_v2", **params)
@@ -293,15 +304,23 @@ class S3Store:
         self.call(delete_probe, "delete_object", Key=probe)
         self.sweep_partials()
 
-    def sweep_partials(self, *, older_than_seconds: float = STALE_PARTIAL_SECONDS) -> list[str]:
-        """Delete capture folders that have objects but no manifest and nothing newer than the cutoff.
-
-        Such a folder is what a crash (or an abort that could not reach S3) leaves; readers never saw it.
-        Returns the capture paths removed.
-        """
+    def sweep_partials(
+        self,
+        *,
+        older_than_seconds: float = STALE_PARTIAL_SECONDS,
+        max_pages: int = SWEEP_MAX_PAGES,
+        max_seconds: float = SWEEP_MAX_SECONDS,
+        page_keys: int = 1000,
+    ) -> list[str]:
+        """Delete what a crash (or an abort that could not reach S3) left of a capture: folders with no manifest,
+        nothing newer than the cutoff, and the operator's claim object; within them, only objects that carry the
+        operator's marker. Reads at most `max_pages` listing pages and stops after `max_seconds` (what it did not
+        reach, a later sweep does). Returns the capture paths it deleted from."""
+        deadline = time.monotonic() + max_seconds
         cutoff = dt.datetime.fromtimestamp(time.time() - older_than_seconds, dt.UTC)
         folders: dict[str, tuple[list[str], bool, dt.datetime]] = {}
-        for obj in self._objects(f"cannot list {self.location} to sweep partial captures", self._base):
+        doing = f"cannot list {self.location} to sweep partial captures"
+        for obj in self._objects(doing, self._base, max_pages=max_pages, page_keys=page_keys):
             parts = obj["Key"][len(self._base) :].split("/")
             if len(parts) != _CAPTURE_DEPTH:
                 continue
@@ -309,14 +328,30 @@ class S3Store:
             keys, complete, newest = folders.get(path, ([], False, dt.datetime.min.replace(tzinfo=dt.UTC)))
             keys.append(obj["Key"])
             folders[path] = (keys, complete or parts[4] == MANIFEST_NAME, max(newest, obj["LastModified"]))
+            if time.monotonic() > deadline:
+                break
         removed = []
         for path, (keys, complete, newest) in sorted(folders.items()):
-            if complete or newest >= cutoff:
+            claim = self.key_of(path, CLAIM_NAME)
+            if complete or newest >= cutoff or claim not in keys:
                 continue
-            self.delete_keys(f"cannot sweep the partial capture {self.location_of(path)}", keys)
+            if time.monotonic() > deadline:
+                log.info("sweep of %s stopped at its time budget (%.0fs)", self.location, max_seconds)
+                break
+            ours = [k for k in keys if self._written_by_us(k)]
+            if claim not in ours:
+                continue  # a claim-shaped object someone else wrote: not ours to judge
+            self.delete_keys(f"cannot sweep the partial capture {self.location_of(path)}", ours)
             log.info("swept partial capture %s (last written %s)", self.location_of(path), newest.isoformat())
             removed.append(path)
         return removed
+
+    def _written_by_us(self, key: str) -> bool:
+        try:
+            head = self.call(f"cannot read {key} in {self.location}", "head_object", Key=key)
+        except StoreError:
+            return False
+        return bool((head.get("Metadata") or {}).get(WRITER_METADATA) == WRITER_VALUE)
 
     def begin(self, key: CaptureKey) -> S3PendingCapture:
         path = key.path
