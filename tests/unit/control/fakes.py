@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from memorywatch.actions import ActionOutcome, Workload
+from memorywatch.actions import ActContext, ActionOutcome, Workload
 from memorywatch.k8s import ApiUnavailable, NotFoundError, ObjectRef, TooManyRequests
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules.model import Probe
@@ -148,6 +148,7 @@ class RecordingActions:
     def __init__(self, workload: Workload | None = None) -> None:
         self.workload = workload
         self.calls: list[tuple[str, str, bool]] = []
+        self.contexts: list[ActContext | None] = []
 
     async def workload_of(self, namespace: str, pod: str) -> Workload | None:
         return self.workload
@@ -161,8 +162,10 @@ class RecordingActions:
         dry_run: bool,
         scale_step: int = 1,
         scale_max_replicas: int | None = None,
+        context: ActContext | None = None,
     ) -> ActionOutcome:
         self.calls.append((action, pod, dry_run))
+        self.contexts.append(context)
         reason = "DryRun" if dry_run else "Evicted"
         return ActionOutcome(action, pod, self.workload, not dry_run, dry_run, reason, f"{reason} {pod}")
 

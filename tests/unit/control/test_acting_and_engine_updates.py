@@ -54,6 +54,18 @@ async def test_the_cooldown_is_written_before_acting_and_the_outcome_after() -> 
     assert ex.log.entries[0]["result"] == "Skipped" and "cooling down" in ex.log.entries[0]["message"]
 
 
+async def test_the_runner_is_told_which_watch_and_which_pod_uid_decided() -> None:
+    clock, kube = FakeClock(), FakeKube()
+    actions = RecordingActions(Workload("Deployment", "shop", "ns"))
+    ex, _, _ = executor(kube, clock, actions)
+    ex.watch_uid = "watch-uid"
+    ex.pod_uid = {"shop-1": "pod-uid-1"}.get
+    await ex.after_capture("shop-1", EVICT)
+    context = actions.contexts[0]
+    assert context is not None
+    assert (context.watch_uid, context.pod_uid, context.cooldown_seconds) == ("watch-uid", "pod-uid-1", 600)
+
+
 async def test_a_dry_run_writes_no_cooldown() -> None:
     clock, kube = FakeClock(), FakeKube()
     actions = RecordingActions(Workload("Deployment", "shop", "ns"))

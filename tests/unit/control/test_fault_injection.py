@@ -17,7 +17,11 @@ from memorywatch.control.watch import ControllerFailed
 from memorywatch.engine.events import CaptureEvent, FaultEvent
 
 LONG_RULES = [{**rule, "window": "30m"} for rule in RULES]  # longer than the failures below
-TOKEN = {"port": 6060, "bearerTokenSecretRef": {"name": "tok", "key": "token"}}
+TOKEN = {
+    "port": 6060,
+    "bearerTokenSecretRef": {"name": "tok", "key": "token"},
+    "allowInsecureBearerToken": True,
+}
 
 
 def degraded(kube: FaultInjectingKube) -> dict[str, str]:

@@ -95,7 +95,14 @@ async def test_failures_are_transient_or_not() -> None:
     assert (res.target, res.transient, res.cause) == (None, True, "ApiUnavailable")
 
     secret = parse_spec(
-        {"selector": SEL, "endpoint": {"port": 6060, "bearerTokenSecretRef": {"name": "gone"}}}
+        {
+            "selector": SEL,
+            "endpoint": {
+                "port": 6060,
+                "bearerTokenSecretRef": {"name": "gone"},
+                "allowInsecureBearerToken": True,
+            },
+        }
     )
     res = await r.resolve(secret, pod("p"))
     assert (res.target, res.transient, res.cause) == (None, False, "NotFoundError")

@@ -73,7 +73,11 @@ async def test_a_changed_token_is_swapped_in_place(tmp_path: pathlib.Path) -> No
     kube.secrets[("ns", "tok")] = {"token": "first"}
     scraper = SyntheticScraper(clock, growth=50)
     c = controller(tmp_path, kube, clock, scraper)
-    endpoint = {"port": 6060, "bearerTokenSecretRef": {"name": "tok", "key": "token"}}
+    endpoint = {
+        "port": 6060,
+        "bearerTokenSecretRef": {"name": "tok", "key": "token"},
+        "allowInsecureBearerToken": True,
+    }
     long_window = [{**rule, "window": "30m"} for rule in RULES]  # wider than the Secret cache's TTL
     async with Running(c, body(1, endpoint=endpoint, rules=long_window)) as r:
         await until(lambda: growth(c, "goroutines-a") is not None, "a trend")
@@ -90,7 +94,11 @@ async def test_one_secret_read_per_ttl_not_per_pod_and_reconcile(tmp_path: pathl
     clock, kube = FakeClock(), FakeKube()
     kube.secrets[("ns", "tok")] = {"token": "t"}
     c = controller(tmp_path, kube, clock, SyntheticScraper(clock, step_seconds=0))
-    endpoint = {"port": 6060, "bearerTokenSecretRef": {"name": "tok", "key": "token"}}
+    endpoint = {
+        "port": 6060,
+        "bearerTokenSecretRef": {"name": "tok", "key": "token"},
+        "allowInsecureBearerToken": True,
+    }
     pods = [pod(f"shop-{i}") for i in range(5)]
     b = body(1, endpoint=endpoint)
     for _ in range(10):
