@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
 import tomllib
 
 import yaml
@@ -43,6 +44,13 @@ def test_changelog_has_a_section_for_the_version() -> None:
     assert re.search(rf"^## \[?{re.escape(VERSION)}\]?", text, re.MULTILINE), (
         f"CHANGELOG.md: no '## {VERSION}'"
     )
+
+
+def test_build_scripts_name_artifacts_after_the_version() -> None:
+    for script in ("build-image", "release"):
+        out = subprocess.run([str(REPO / "hack" / script), "--print-version"], capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+        assert out.stdout.strip() == VERSION, f"hack/{script} --print-version said {out.stdout!r}"
 
 
 def test_go_requirement_in_docs_matches_the_tool_modules() -> None:
