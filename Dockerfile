@@ -25,8 +25,12 @@ COPY operator/ operator/
 # Every transitive dependency is locked by constraints.txt; all of them ship binary wheels, so no compiler.
 # The venv gets no pip of its own: the builder's pip installs into it from the built wheels only (--no-index,
 # so every version is the locked one; hence no version on the install line).
+# A network that inspects TLS needs its CA: `--secret id=pip-ca,src=<bundle>` (hack/build-image passes $PIP_CERT
+# or $SSL_CERT_FILE when set); without that secret pip uses its own bundle.
 # hadolint ignore=DL3013
-RUN python3 -m pip wheel --quiet --wheel-dir /wheels -c constraints.txt ".[operator]" \
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && python3 -m pip wheel --quiet --wheel-dir /wheels -c constraints.txt ".[operator]" \
     && python3 -m venv --without-pip /opt/venv \
     && python3 -m pip --python /opt/venv/bin/python install --quiet --no-index --find-links /wheels \
          "memorywatch[operator]"

@@ -117,6 +117,7 @@ def _unpack(tar: tarfile.TarFile, layers: list[str], rootfs: Path) -> None:
     """Layers in order into a fresh directory, renamed into place when complete (a crash leaves no half root)."""
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=rootfs.parent))
+    work.chmod(0o755)  # mkdtemp makes it 0700: the image user must be able to enter its root
     try:
         for digest in layers:
             blob = tar.extractfile(_blob(digest))
@@ -227,3 +228,29 @@ def prepare_volume(local: Path, fs_group: int | None) -> None:
             mode = st.st_mode | 0o060 | (0o2010 if os.path.isdir(p) else 0)
             if mode != st.st_mode:
                 os.chmod(p, mode & 0o7777)
+
+
+def resolve_in_root(root: Path, path: str) -> str:
+    """PATH as the container sees it, with every symlink followed inside ROOT (Debian's /var/run -> /run is
+    absolute: followed on the host it would leave the image). Used for mount points before the chroot."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise ImageError(f"{path}: too many symlinks in the image")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+        else:
+            resolved.append(part)
+    return "/" + "/".join(resolved)

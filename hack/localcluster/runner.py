@@ -437,7 +437,10 @@ class Runner:
             ):
                 images.prepare_volume(dirs[vol["name"]], fs_group)
         rootfs = Path(image.rootfs)
-        for path in mounts:
+        inside = {
+            path: images.resolve_in_root(rootfs, path) for path in mounts
+        }  # symlinks followed in the image
+        for path in inside.values():
             target = rootfs / path.lstrip("/")
             if not target.exists():
                 target.mkdir(parents=True, exist_ok=True)  # a mount point, as a runtime makes in its rw layer
@@ -449,7 +452,7 @@ class Runner:
         spec_file.touch(mode=0o600)
         spec_file.write_text(json.dumps({
             "rootfs": str(rootfs), "mountpoint": str(mountpoint),
-            "mounts": [[str(local), path, read_only.get(path, False)] for path, local in mounts.items()],
+            "mounts": [[str(local), inside[path], read_only.get(path, False)] for path, local in mounts.items()],
             "uid": uid, "gid": gid, "argv": [*command, *args], "env": env,
             "working_dir": spec.get("workingDir") or image.working_dir,
         }))  # fmt: skip

@@ -87,6 +87,7 @@ def test_layers_are_unpacked_in_order_once_per_digest(tmp_path: pathlib.Path, ca
     image = images.load_archive(tmp_path / "img.tar", tmp_path / "cluster")
     root = pathlib.Path(image.rootfs)
     assert root == cache / "images" / "rootfs" / digest.replace(":", "-")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755, "the image's user must be able to enter its root"
     assert sorted(p.name for p in (root / "opt" / "old").iterdir()) == ["b"], "opaque dir dropped a"
     assert not (root / "gone.txt").exists() and (root / "app").read_bytes() == b"#!/bin/sh\n"
     assert not (root / "dev" / "null").exists() and not (root / "escape").exists()
@@ -155,3 +156,19 @@ def test_volumes_get_the_kubelet_permissions(tmp_path: pathlib.Path) -> None:
     for p in (pvc, pvc / "sub", pvc / "sub" / "f"):
         assert p.stat().st_gid == gid and p.stat().st_mode & 0o060 == 0o060, p
     assert pvc.stat().st_mode & stat.S_ISGID and not (pvc / "sub" / "f").stat().st_mode & stat.S_ISGID
+
+
+def test_mount_points_resolve_symlinks_inside_the_image(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "root"
+    (root / "run").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var" / "run").symlink_to("/run")  # absolute, as in Debian: must not lead to the host's /run
+    (root / "etc").mkdir()
+    (root / "etc" / "up").symlink_to("../../..")
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert images.resolve_in_root(root, sa) == "/run/secrets/kubernetes.io/serviceaccount"
+    assert images.resolve_in_root(root, "/etc/up/tmp") == "/tmp", "no way above the image's root"
+    assert images.resolve_in_root(root, "/var/lib/memorywatch/captures") == "/var/lib/memorywatch/captures"
+    (root / "loop").symlink_to("loop")
+    with pytest.raises(images.ImageError, match="too many symlinks"):
+        images.resolve_in_root(root, "/loop/x")
