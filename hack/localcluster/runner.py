@@ -349,7 +349,7 @@ class Runner:
 
     def start_container(self, run: PodRun, spec: Pod, c: ContainerRun) -> None:
         pod = run.pod
-        image = images.lookup(self.cfg.dir, spec.get("image") or "")
+        image = images.lookup(Path(self.cfg.dir), spec.get("image") or "")
         if image is not None:
             self.start_image_container(run, spec, c, image)
             return
@@ -444,7 +444,7 @@ class Runner:
             target = rootfs / path.lstrip("/")
             if not target.exists():
                 target.mkdir(parents=True, exist_ok=True)  # a mount point, as a runtime makes in its rw layer
-        mountpoint = self.cfg.dir / "mnt" / f"{run.uid}-{c.name}"  # empty outside the container's namespace
+        mountpoint = self.cfg.p("mnt", f"{run.uid}-{c.name}")  # empty outside the container's namespace
         mountpoint.mkdir(parents=True, exist_ok=True)
         env[procs.MARKER] = str(self.cfg.dir)
         env["MW_POD_UID"] = run.uid
