@@ -254,3 +254,13 @@ def resolve_in_root(root: Path, path: str) -> str:
         else:
             resolved.append(part)
     return "/" + "/".join(resolved)
+
+
+def host_command_overrides(image: Image, command: list[str]) -> bool:
+    """The project's convention before images: `command` is an absolute path to a binary on this machine (a
+    test's Go target, the venv's `memorywatch` in hack/demo). Such a container keeps running as a host process
+    even when its image is loaded, when the path is not in the image but is executable here."""
+    if not command or not command[0].startswith("/"):
+        return False
+    in_image = Path(image.rootfs) / resolve_in_root(Path(image.rootfs), command[0]).lstrip("/")
+    return not os.path.lexists(in_image) and os.access(command[0], os.X_OK)

@@ -350,7 +350,7 @@ class Runner:
     def start_container(self, run: PodRun, spec: Pod, c: ContainerRun) -> None:
         pod = run.pod
         image = images.lookup(Path(self.cfg.dir), spec.get("image") or "")
-        if image is not None:
+        if image is not None and not images.host_command_overrides(image, spec.get("command") or []):
             self.start_image_container(run, spec, c, image)
             return
         if not spec.get("command"):

@@ -172,3 +172,17 @@ def test_mount_points_resolve_symlinks_inside_the_image(tmp_path: pathlib.Path) 
     (root / "loop").symlink_to("loop")
     with pytest.raises(images.ImageError, match="too many symlinks"):
         images.resolve_in_root(root, "/loop/x")
+
+
+def test_a_host_binary_command_keeps_running_on_the_host(tmp_path: pathlib.Path, cache: pathlib.Path) -> None:
+    make_archive(tmp_path / "img.tar", [BASE, TOP], CONFIG)
+    image = images.load_archive(tmp_path / "img.tar", tmp_path / "cluster")
+    host_binary = tmp_path / "bin" / "gotarget"
+    host_binary.parent.mkdir()
+    host_binary.write_text("#!/bin/sh\n")
+    host_binary.chmod(0o755)
+    assert images.host_command_overrides(image, [str(host_binary), "-listen=x"])
+    assert not images.host_command_overrides(image, ["/app"]), "in the image: runs in the image"
+    assert not images.host_command_overrides(image, ["memorywatch", "run"]), "a name: looked up in the image"
+    assert not images.host_command_overrides(image, []), "no command: the image's entrypoint"
+    assert not images.host_command_overrides(image, [str(tmp_path / "missing")])
