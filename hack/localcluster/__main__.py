@@ -40,10 +40,28 @@ def main() -> int:
     d.add_argument("--purge", action="store_true", help="also delete the cluster directory")
     s = sub.add_parser("status", help="components, pids, liveness, log files")
     s.add_argument("--json", action="store_true")
+    li = sub.add_parser(
+        "load-image", help="make an OCI image archive runnable by the pod runner (like kind load)"
+    )
+    li.add_argument("archive", help="an OCI image layout tar, e.g. dist/memorywatch-<version>.oci.tar")
     args = parser.parse_args()
     try:
         if args.cmd == "status":
             return status(as_json=args.json)
+        if args.cmd == "load-image":
+            from pathlib import Path
+
+            from .images import ImageError, load_archive
+
+            try:
+                directory = cluster_dir()
+                directory.mkdir(parents=True, exist_ok=True)
+                image = load_archive(Path(args.archive), directory)
+            except (ImageError, OSError) as e:
+                print(f"local-cluster: ERROR: load-image {args.archive}: {e}", file=sys.stderr)
+                return 1
+            print(f"{' '.join(image.refs)} {image.digest} -> {image.rootfs}", flush=True)
+            return 0
         with cluster_lock():
             if args.cmd == "up":
                 cfg = up({k: os.environ[k] for k in BINARY_ENV if os.environ.get(k)})

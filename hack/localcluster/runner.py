@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from . import procs
+from . import images, procs
 from .config import Config
 from .expansion import expand, mapping_for
 
@@ -349,10 +349,14 @@ class Runner:
 
     def start_container(self, run: PodRun, spec: Pod, c: ContainerRun) -> None:
         pod = run.pod
+        image = images.lookup(Path(self.cfg.dir), spec.get("image") or "")
+        if image is not None and not images.host_command_overrides(image, spec.get("command") or []):
+            self.start_image_container(run, spec, c, image)
+            return
         if not spec.get("command"):
             raise ContainerConfigError(
-                "container has no command: the local pod runner cannot run an image's entrypoint; "
-                "set command to a local executable"
+                f"image {spec.get('image')!r} is not loaded into this cluster and the container has no command: "
+                "load it with `hack/local-cluster load-image ARCHIVE`, or set command to a local executable"
             )
         base = self.base_env(run)
         env = self.container_env(pod, spec, base)
@@ -392,6 +396,79 @@ class Runner:
         c.started_at = time.monotonic()
         c.started_wall = utcnow()
         log(f"pod {run.key} container {c.name}: started pid {c.proc.pid}: {' '.join(argv)}")
+
+    def start_image_container(self, run: PodRun, spec: Pod, c: ContainerRun, image: images.Image) -> None:
+        """The container from its image (loaded by `hack/local-cluster load-image`): chrooted into the image's
+        root filesystem, read-only, as the image's (or the securityContext's) user, with the volumes and the
+        ServiceAccount token mounted where the pod says (chroot_exec.py does the mounting)."""
+        pod = run.pod
+        auto, _ = self.automount(pod)
+        if auto:
+            self.service_account_env(run)  # writes the token, ca.crt and namespace files
+        env = dict(e.split("=", 1) for e in image.env if "=" in e)
+        env.update(HOSTNAME=pod["metadata"]["name"], HOME="/")
+        env.update(self.container_env(pod, spec, env))
+        mapping = mapping_for(env, {})
+        command = [expand(x, mapping) for x in spec.get("command") or image.entrypoint]
+        if spec.get("args") is not None:
+            args = [expand(x, mapping) for x in spec.get("args") or []]
+        else:
+            args = [] if spec.get("command") else list(image.cmd)
+        uid, gid = images.user_of(image, pod, spec)
+        sc = {**(pod["spec"].get("securityContext") or {}), **(spec.get("securityContext") or {})}
+        if uid == 0 and sc.get("runAsNonRoot"):
+            raise ContainerConfigError(
+                f"image {image.refs[0]} runs as root and the container has runAsNonRoot: set runAsUser"
+            )
+        read_only = {
+            m["mountPath"].rstrip("/") or "/": bool(m.get("readOnly")) for m in spec.get("volumeMounts") or []
+        }
+        mounts = self.mounts(run, spec)
+        sa_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+        if auto and sa_path not in mounts:
+            mounts[sa_path] = run.run_dir / "serviceaccount"
+            read_only[sa_path] = True
+        fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+        dirs = self.volume_dirs(run)
+        for vol in pod["spec"].get("volumes") or []:  # not hostPath: a kubelet leaves those alone
+            if any(
+                vol.get(k) is not None
+                for k in ("emptyDir", "persistentVolumeClaim", "configMap", "secret", "projected")
+            ):
+                images.prepare_volume(dirs[vol["name"]], fs_group)
+        rootfs = Path(image.rootfs)
+        inside = {
+            path: images.resolve_in_root(rootfs, path) for path in mounts
+        }  # symlinks followed in the image
+        for path in inside.values():
+            target = rootfs / path.lstrip("/")
+            if not target.exists():
+                target.mkdir(parents=True, exist_ok=True)  # a mount point, as a runtime makes in its rw layer
+        mountpoint = self.cfg.p("mnt", f"{run.uid}-{c.name}")  # empty outside the container's namespace
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        env[procs.MARKER] = str(self.cfg.dir)
+        env["MW_POD_UID"] = run.uid
+        spec_file = run.run_dir / f"{c.name}.chroot.json"
+        spec_file.touch(mode=0o600)
+        spec_file.write_text(json.dumps({
+            "rootfs": str(rootfs), "mountpoint": str(mountpoint),
+            "mounts": [[str(local), inside[path], read_only.get(path, False)] for path, local in mounts.items()],
+            "uid": uid, "gid": gid, "argv": [*command, *args], "env": env,
+            "working_dir": spec.get("workingDir") or image.working_dir,
+        }))  # fmt: skip
+        launcher_env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            procs.MARKER: str(self.cfg.dir),
+            "MW_POD_UID": run.uid,
+        }
+        argv = ["unshare", "--mount", "--propagation", "private", "--",
+                sys.executable, "-m", "localcluster.chroot_exec", str(spec_file)]  # fmt: skip
+        c.proc = start_logged(argv, env=launcher_env, cwd=run.run_dir, log_dir=run.dir, container=c.name)
+        c.started_at = time.monotonic()
+        c.started_wall = utcnow()
+        log(f"pod {run.key} container {c.name}: started pid {c.proc.pid}: chroot {rootfs} as uid {uid} gid {gid}, "
+            f"read-only root, image {image.refs[0]}@{image.digest[:19]}: {' '.join([*command, *args])}")  # fmt: skip
 
     def base_env(self, run: PodRun) -> dict[str, str]:
         pod = run.pod

@@ -28,7 +28,13 @@ def open_store(
     credentials come from boto3's usual chain ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, a profile, a role).
     """
     if location.startswith("s3://"):
-        from memorywatch.store.s3 import S3Store
+        try:
+            from memorywatch.store.s3 import S3Store
+        except ModuleNotFoundError as e:  # boto3 comes with the `s3` (and `operator`) extra
+            raise StoreError(
+                f"{location}: S3 stores need boto3, which is not installed ({e.name}): "
+                "pip install 'memorywatch[s3]'"
+            ) from None
 
         parts = urllib.parse.urlsplit(location)
         if not parts.netloc or parts.query or parts.fragment:

@@ -64,8 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--store",
         default="./memorywatch-captures",
-        metavar="DIR",
-        help="where captures go (default ./memorywatch-captures)",
+        metavar="STORE",
+        help="where captures go: a directory (default ./memorywatch-captures) or s3://bucket/prefix "
+        "(needs the s3 extra: pip install 'memorywatch[s3]')",
     )
     w.add_argument(
         "--output",
@@ -129,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     get.add_argument("store", metavar="STORE")
     get.add_argument("capture", metavar="CAPTURE")
     get.add_argument("--dest", default=".", help="directory to copy into (default: current)")
-    for reader in (lst, show, get):
+    for reader in (w, lst, show, get):
         reader.add_argument(
             "--s3-endpoint",
             metavar="URL",
@@ -149,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             return _watch(args)
         if args.command == "run":
+            _require_extra("operator", ("kopf", "kubernetes", "aiohttp", "boto3"), "memorywatch run")
             from memorywatch import operator_main
 
             return operator_main.run(args)
@@ -161,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from memorywatch.captures_cli import open_store
     from memorywatch.engine.watcher import Watcher, WatchSettings
     from memorywatch.output import JsonLines, LiveTable, PlainLines
     from memorywatch.scrape import Limits, Scraper, TargetConfig, TLSConfig
-    from memorywatch.store import FilesystemStore, StoreError
+    from memorywatch.store import StoreError
     from memorywatch.workers import operator_memory_limit_bytes
 
     if args.rules:
@@ -229,8 +232,8 @@ def _watch(args: argparse.Namespace) -> int:
     )
     if settings.interval_seconds < 1:
         raise UsageError("--interval: must be at least 1s")
-    store = FilesystemStore(args.store)
     try:
+        store = open_store(args.store, s3_endpoint=args.s3_endpoint, s3_region=args.s3_region)
         store.check_writable()
     except StoreError as e:
         print(f"memorywatch: --store: {e}", file=sys.stderr)
@@ -257,3 +260,15 @@ def _watch(args: argparse.Namespace) -> int:
     with renderer:
         captured = asyncio.run(go())
     return EXIT_BREACH if captured else EXIT_OK
+
+
+def _require_extra(extra: str, modules: Sequence[str], what: str) -> None:
+    """Refuse, with the install command, when an optional extra's packages are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): "
+            f"pip install 'memorywatch[{extra}]'"
+        )

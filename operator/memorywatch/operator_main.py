@@ -12,9 +12,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
@@ -34,6 +33,9 @@ from memorywatch.store.policy import policy_from_args as s3_policy_from_args
 from memorywatch.store.quota import QuotaFilesystemStore, add_retention_arguments
 from memorywatch.store.quota import limits_from_args as retention_from_args
 from memorywatch.store.retention import WatchLimits
+
+if TYPE_CHECKING:  # aiohttp comes with the `operator` extra: imported when `run` starts, not for `--help`
+    from aiohttp import web
 
 log = logging.getLogger("memorywatch")
 
@@ -121,9 +123,13 @@ class Health:
         self.api_ok_at = 0.0
 
     async def healthz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(text="ok\n")
 
     async def readyz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         if self.started and time.time() - self.api_ok_at < 120:
             return web.Response(text="ready\n")
         return web.Response(
@@ -173,6 +179,7 @@ async def _main(
     args: argparse.Namespace, default_store: FilesystemStore, default_s3: DefaultS3 | None
 ) -> int:
     import kopf
+    from aiohttp import web
 
     import memorywatch.handlers  # noqa: F401 - registers the handlers
     from memorywatch.actions.config import ledger_namespace

@@ -1,6 +1,7 @@
 """Fixtures for end-to-end tests against the local control plane (hack/local-cluster, docs/local-cluster.md).
 
-- `cluster` (session): runs `hack/local-cluster up` (building the tools on first use) and yields a `Cluster`
+- `cluster` (session): runs `hack/local-cluster up` (building the tools on first use), loads the operator image
+  (built by `hack/build-image` before the first test, when the operator's tests are collected) and yields a `Cluster`
   with the admin kubeconfig, an ApiClient factory, the S3 endpoint and credentials and a kubectl helper.
   If this session started the cluster, it is stopped at the end (set MW_KEEP_CLUSTER=1 to keep it).
 - `namespace`: a fresh namespace per test, deleted afterwards (its pod processes are stopped).
@@ -35,13 +36,16 @@ from e2e_harness import (
     TESTDATA,
     Cluster,
     build_go_program,
+    build_operator_image,
     deployment_manifest,
     exists,
+    load_image,
     run_hack,
     wait_until,
 )
 
 _tools_error: str | None = None
+_image: tuple[Path | None, str] | None = None  # the operator image archive (or None and the build error)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -57,6 +61,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _tools_error = f"hack/build-tools failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
     elif time.monotonic() - t0 > 5:
         print(f"\n{proc.stderr.strip()}", file=sys.__stderr__)
+    # The operator's tests install the chart with its default image and command: build that image here too
+    # (outside the per-test timeout: a cold build makes the Debian bases, ~5 min; a warm one ~1 min).
+    global _image
+    if any("mw_operator" in getattr(item, "fixturenames", ()) for item in session.items):
+        t0 = time.monotonic()
+        _image = build_operator_image()
+        if _image[0] is not None and time.monotonic() - t0 > 5:
+            print(f"\n{_image[1].strip()}", file=sys.__stderr__)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +88,10 @@ def cluster() -> Iterator[Cluster]:
             f"hack/local-cluster up failed ({up.returncode}):\n{up.stderr[-6000:]}\n{up.stdout[-2000:]}"
         )
     kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+    if _image is not None:
+        if _image[0] is None:
+            pytest.fail(_image[1])
+        load_image(_image[0])
     st = run_hack("status", "--json", timeout=60)
     info = json.loads(st.stdout)
     s3env = dict(

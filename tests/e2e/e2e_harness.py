@@ -74,6 +74,28 @@ class Cluster:
                 c.close()
 
 
+def build_operator_image() -> tuple[Path | None, str]:
+    """`hack/build-image` (bases cached outside the checkout; the Dockerfile layers cached by buildah): the
+    operator's OCI archive, or None and the build's error output."""
+    proc = subprocess.run([str(HACK / "build-image")], capture_output=True, text=True, timeout=3600,
+                          check=False)  # fmt: skip
+    if proc.returncode != 0:
+        return None, f"hack/build-image failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+    return REPO / proc.stdout.strip().splitlines()[-1], proc.stderr
+
+
+def load_image(archive: Path) -> None:
+    """`hack/local-cluster load-image`: pods naming the archive's image run from it, chrooted."""
+    proc = run_hack("load-image", str(archive), timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"hack/local-cluster load-image {archive} failed:\n{proc.stderr[-4000:]}")
+
+
+def runner_log(cluster: Cluster) -> str:
+    f = cluster.dir / "logs" / "pod-runner.log"
+    return f.read_text(errors="replace") if f.exists() else ""
+
+
 def run_hack(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(HACK / "local-cluster"), *args], capture_output=True, text=True,
                           timeout=timeout, check=False)  # fmt: skip

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_harness import Cluster, deployment_manifest, http_get, running_pods, wait_until
+from e2e_harness import Cluster, deployment_manifest, http_get, runner_log, running_pods, wait_until
 from operator_support import (
     GROUP,
     PLURAL,
@@ -38,7 +38,6 @@ from operator_support import (
     go_tool_pprof_top,
     helm,
     memorywatch,
-    memorywatch_binary,
     new_namespace,
     pvc_dir,
     tool,
@@ -102,15 +101,14 @@ def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
     _adopt_crd(cluster, ns)
     values = tmp_path_factory.mktemp("helm") / "values.yaml"
     values.write_text(
-        f"""
-command: ["{memorywatch_binary()}"]
-rbac: {{scope: cluster}}
-store: {{s3Policy: {{allowedEndpoints: ["127.0.0.1:*"], allowedCIDRs: ["127.0.0.0/8"]}}}}
-actions: {{evict: {{enabled: true}}, restart: {{enabled: true}}, scale: {{enabled: true}}, minReplicas: 1}}
-logging: {{format: text, level: info}}
+        """
+rbac: {scope: cluster}
+store: {s3Policy: {allowedEndpoints: ["127.0.0.1:*"], allowedCIDRs: ["127.0.0.0/8"]}}
+actions: {evict: {enabled: true}, restart: {enabled: true}, scale: {enabled: true}, minReplicas: 1}
+logging: {format: text, level: info}
 extraEnv:
   - name: POD_IP
-    valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+    valueFrom: {fieldRef: {fieldPath: status.podIP}}
 extraArgs: ["--bind-address=$(POD_IP)"]
 """
     )
@@ -135,6 +133,11 @@ extraArgs: ["--bind-address=$(POD_IP)"]
     wait_for(lambda: _ready(op.pod().status.pod_ip), 120, "the operator to be ready",
              lambda: cluster.container_log(ns, op.pod().metadata.name, "memorywatch")[-4000:])  # fmt: skip
     op.store = pvc_dir(core, ns)
+    # The chart's default image and command: the pod runner ran the image's entrypoint chrooted, as 65532.
+    chroot = [
+        line for line in runner_log(cluster).splitlines() if f"pod {ns}/" in line and " chroot " in line
+    ]
+    assert chroot and " as uid 65532 gid 65532, read-only root" in chroot[-1], runner_log(cluster)[-3000:]
     try:
         yield op
     finally:
