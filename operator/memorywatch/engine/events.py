@@ -160,4 +160,6 @@ class FaultEvent:
         }
 
 
-Event = SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent | FaultEvent
+Event = (
+    SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent | FaultEvent
+)
