@@ -160,6 +160,4 @@ class FaultEvent:
         }
 
 
-Event = (
-    SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent | FaultEvent
-)
+Event = SampleEvent | BreachEvent | CaptureEvent | CaptureFailedEvent | ScrapeFailedEvent | NoteEvent | FaultEvent
