@@ -28,7 +28,7 @@ _EXPECTED = "a Go heap profile (`heap profile: N: N [N: N] @ heap/N`)"
 # through `feed`, which accepts or refuses it exactly as before.
 _RAW_FRAME = b"#\t"
 _RAW_MARKER = b"# runtime.MemStats"
-# A whole record line, newline before it (so the scan jumps from line start to line start) and after it.
+# A whole record line, with the newline before it and after it (the candidates are joined by newlines).
 _RAW_RECORD = re.compile(rb"\n([0-9]+): ([0-9]+) \[([0-9]+): ([0-9]+)\] @(?: 0x[0-9a-f]+)*(?=\n)")
 
 
@@ -118,32 +118,33 @@ class HeapTextParser:
                 self._feed_raw(lines[start])
                 start += 1
                 continue
+            rest = lines[start:]
+            others = [line for line in rest if not line.startswith(_RAW_FRAME)]
             # The records run up to the MemStats marker, or to the end of this batch.
-            body = b"\n" + b"\n".join(lines[start:]) + b"\n"
-            marker = body.find(b"\n" + _RAW_MARKER)
-            region = body if marker == -1 else body[: marker + 1]
-            size = region.count(b"\n") - 1
-            if size and not self._fast_region(region, lines[start : start + size]):
-                for raw in lines[start : start + size]:
+            marker = next((line for line in others if line.startswith(_RAW_MARKER)), None)
+            size = len(rest) if marker is None else rest.index(marker)
+            if marker is not None:
+                others = others[: others.index(marker)]
+            if size and not self._fast_region(others, size):
+                for raw in rest[:size]:
                     self._feed_raw(raw)
             start += size
             if start < count:  # the MemStats marker (or a line that only looks like it): line by line
                 self._feed_raw(lines[start])
                 start += 1
 
-    def _fast_region(self, region: bytes, lines: Sequence[bytes]) -> bool:
-        """Total `lines` (joined in `region`, which starts and ends with a newline) if every one is a frame,
-        empty, or a well-formed record; return False, consuming nothing, otherwise."""
-        if max(map(len, lines)) > _MAX_LINE_CHARS:
-            return False
-        frames = region.count(b"\n" + _RAW_FRAME)
-        if region.count(b"\n#") != frames:  # a `#` line that is not a frame: leave it to `feed`
-            return False
-        records = _RAW_RECORD.findall(region)
-        if len(records) != len(lines) - frames - lines.count(b""):
-            return False
-        self._lines += len(lines) - frames
-        self._add_records(records)
+    def _fast_region(self, others: list[bytes], size: int) -> bool:
+        """Total a region of `size` lines whose non-frame lines are `others`, if each of those is empty or a
+        well-formed record of at most _MAX_LINE_CHARS; return False, consuming nothing, otherwise."""
+        candidates = [line for line in others if line]  # the records, if all is well
+        if candidates:
+            if max(map(len, candidates)) > _MAX_LINE_CHARS:
+                return False
+            records = _RAW_RECORD.findall(b"\n" + b"\n".join(candidates) + b"\n")
+            if len(records) != len(candidates):  # a `#` comment, whitespace, garbage: leave it to `feed`
+                return False
+            self._add_records(records)
+        self._lines += len(others)
         return True
 
     def _feed_raw(self, raw: bytes) -> None:
@@ -151,16 +152,36 @@ class HeapTextParser:
             self.feed(raw.rstrip(b"\r").decode("utf-8", "replace"))
 
     def _add_records(self, records: list[tuple[bytes, bytes, bytes, bytes]]) -> None:
+        """scale_heap_sample for each record's in-use and allocated pair, inlined: the same float operations
+        in the same order, so the totals are identical to the byte."""
         assert self._header is not None
         rate = self._header[4] // 2
+        exp = math.exp
+        live_objects = live_bytes = all_objects = all_bytes = 0
+        for raw_inuse_objects, raw_inuse_bytes, raw_alloc_objects, raw_alloc_bytes in records:
+            count, size = int(raw_inuse_objects), int(raw_inuse_bytes)
+            if count and size:
+                if rate <= 1:
+                    live_objects += count
+                    live_bytes += size
+                else:
+                    scale = 1 / (1 - exp(-(size / count) / rate))
+                    live_objects += int(count * scale)
+                    live_bytes += int(size * scale)
+            count, size = int(raw_alloc_objects), int(raw_alloc_bytes)
+            if count and size:
+                if rate <= 1:
+                    all_objects += count
+                    all_bytes += size
+                else:
+                    scale = 1 / (1 - exp(-(size / count) / rate))
+                    all_objects += int(count * scale)
+                    all_bytes += int(size * scale)
         live = self._live
-        for inuse_objects, inuse_bytes, alloc_objects, alloc_bytes in records:
-            live_objects, live_bytes = scale_heap_sample(int(inuse_objects), int(inuse_bytes), rate)
-            all_objects, all_bytes = scale_heap_sample(int(alloc_objects), int(alloc_bytes), rate)
-            live[0] += live_objects
-            live[1] += live_bytes
-            live[2] += all_objects
-            live[3] += all_bytes
+        live[0] += live_objects
+        live[1] += live_bytes
+        live[2] += all_objects
+        live[3] += all_bytes
         self._records += len(records)
 
     def _feed_header(self, line: str) -> None:
