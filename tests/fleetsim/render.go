@@ -123,10 +123,15 @@ func (tg *target) memstats(s state, startNanos int64) memstats {
 	m.heapSys = int64(math.Max(float64(m.heapInuse)*1.25, float64(m.heapInuse)+4*mib)) &^ 8191
 	m.heapIdle = m.heapSys - m.heapInuse
 	m.heapReleased = int64(float64(m.heapIdle)*0.7) &^ 8191
-	m.heapObjects = int64(s.heapAlloc / 96)
-	m.totalAlloc = m.alloc + int64((s.t+3600)*2*mib)
+	// Counters only ever grow (a decrease is how the engine recognises a restart): TotalAlloc at a steady
+	// allocation rate, and Frees never behind its previous value even when a burst adds live objects.
+	m.totalAlloc = 8<<30 + int64((s.t+3600)*(4*tg.baseHeap/gcPeriodSeconds))
 	m.mallocs = m.totalAlloc / 96
-	m.frees = m.mallocs - m.heapObjects
+	tg.mu.Lock()
+	tg.frees = max(tg.frees, m.mallocs-int64(s.heapAlloc/96))
+	m.frees = min(tg.frees, m.mallocs)
+	tg.mu.Unlock()
+	m.heapObjects = m.mallocs - m.frees
 	m.stackInuse = s.goroutines * 8 * kib
 	m.stackSys = m.stackInuse + 512*kib
 	m.mspanInuse = m.heapInuse / 200

@@ -62,6 +62,7 @@ type target struct {
 	counts       counters
 	mu           sync.Mutex
 	maxRSS       float64
+	frees        int64
 }
 
 // state is the target's numbers at one simulated instant.
