@@ -136,6 +136,15 @@ def test_counts_every_request_and_serves_added_targets(binaries: Binaries) -> No
     assert counts[added.addr]["heap"] == 1
 
 
+def test_serves_exactly_the_addresses_of_a_file(binaries: Binaries) -> None:
+    # As the scale test will for kwok pod IPs: one line per target, optionally with its kind.
+    with Fleet(binaries, addresses=["127.0.0.4:0 goroutine-leak", "127.0.0.5:0"]) as fleet:
+        first, second = fleet.targets
+        assert first.addr.startswith("127.0.0.4:") and first.kind == "goroutine-leak"
+        assert second.addr.startswith("127.0.0.5:") and second.kind in KINDS  # from the mix
+        assert parse_index(get(second, "/debug/pprof/"))["goroutine"] > 0
+
+
 def test_refuses_addresses_outside_loopback(binaries: Binaries) -> None:
     with Fleet(binaries, count=1) as fleet, pytest.raises(Exception, match="only loopback"):
         fleet.add(["10.0.0.1:8080"])
@@ -171,6 +180,7 @@ def test_bench_engine_runs_every_phase(tmp_path: pathlib.Path) -> None:
         "--memory-targets=2",
         "--memory-speedup=300",
         "--memory-timeout=60",
+        "--steady-seconds=1",
         f"--json={out}",
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -183,6 +193,7 @@ def test_bench_engine_runs_every_phase(tmp_path: pathlib.Path) -> None:
     memory = report["memory"]
     assert memory["windows_full"] and memory["min_samples_per_target"] >= 240
     assert memory["per_target_full_kib"] > 0
+    assert memory["steady"]["samples"] > 0 and memory["retained_per_target_kib"]["recent_samples"] > 0
     assert "engine/Go samples per CPU-second" in done.stdout
 
 
