@@ -7,6 +7,7 @@ import dataclasses
 import math
 import re
 import zlib
+from collections.abc import Sequence
 
 from memorywatch.pprof.errors import MalformedText
 from memorywatch.pprof.memstats import MemStats, parse_memstats_lines
@@ -24,6 +25,16 @@ _EXPECTED = "a Go heap profile (`heap profile: N: N [N: N] @ heap/N`)"
 # Go writes the records sorted by in-use bytes in ascending order (slices.SortFunc with cmp.Compare in
 # writeHeapInternal): the last ones are the biggest sites.
 TOP_SITES = 32
+
+# The fast path of `feed_lines`: between the header and the MemStats block, a batch whose lines are all
+# frames (`#\t…`, most of the body, never checked), empty, or whole records of at most _MAX_LINE_CHARS is
+# totalled from one regular-expression scan and a few counts. Any other line in the batch (whitespace around
+# a record, a `\r`, non-ASCII digits, a `#` comment, an overlong line, garbage) sends the batch line by line
+# through `feed`, which accepts or refuses it exactly as before.
+_RAW_FRAME = b"#\t"
+_RAW_MARKER = b"# runtime.MemStats"
+# A whole record line, with the newline before it and after it (the candidates are joined by newlines).
+_RAW_RECORD = re.compile(rb"\n([0-9]+): ([0-9]+) \[([0-9]+): ([0-9]+)\] @((?: 0x[0-9a-f]+)*)(?=\n)")
 
 
 def scale_heap_sample(count: int, size: int, rate: int) -> tuple[int, int]:
@@ -102,6 +113,93 @@ class HeapTextParser:
             # Otherwise a frame line (`#\t0x…\tfunc+0x…\tfile:line`): the totals do not need it.
         elif line.strip():
             self._feed_record(line)
+
+    def feed_lines(self, lines: Sequence[bytes]) -> None:
+        """Consume raw lines as read from the wire (bytes, without `\\n`), dropping frame lines (`#\\t…`).
+
+        The result, and any error, is exactly that of feeding each non-frame line through `feed` (decoded
+        as UTF-8 with bad bytes replaced, a trailing `\\r` removed), but the records between the header
+        and the MemStats block are recognised and totalled by one regular expression per batch instead of
+        Python work per line.
+        """
+        start, count = 0, len(lines)
+        while start < count:
+            if self._header is None or self._in_memstats:
+                self._feed_raw(lines[start])
+                start += 1
+                continue
+            rest = lines[start:]
+            others = [line for line in rest if not line.startswith(_RAW_FRAME)]
+            # The records run up to the MemStats marker, or to the end of this batch.
+            marker = next((line for line in others if line.startswith(_RAW_MARKER)), None)
+            size = len(rest) if marker is None else rest.index(marker)
+            if marker is not None:
+                others = others[: others.index(marker)]
+            if size and not self._fast_region(others, size):
+                for raw in rest[:size]:
+                    self._feed_raw(raw)
+            start += size
+            if start < count:  # the MemStats marker (or a line that only looks like it): line by line
+                self._feed_raw(lines[start])
+                start += 1
+
+    def _fast_region(self, others: list[bytes], size: int) -> bool:
+        """Total a region of `size` lines whose non-frame lines are `others`, if each of those is empty or a
+        well-formed record of at most _MAX_LINE_CHARS; return False, consuming nothing, otherwise."""
+        candidates = [line for line in others if line]  # the records, if all is well
+        if candidates:
+            if max(map(len, candidates)) > _MAX_LINE_CHARS:
+                return False
+            records = _RAW_RECORD.findall(b"\n" + b"\n".join(candidates) + b"\n")
+            if len(records) != len(candidates):  # a `#` comment, whitespace, garbage: leave it to `feed`
+                return False
+            self._add_records(records)
+        self._lines += len(others)
+        return True
+
+    def _feed_raw(self, raw: bytes) -> None:
+        if not raw.startswith(_RAW_FRAME):
+            self.feed(raw.rstrip(b"\r").decode("utf-8", "replace"))
+
+    def _add_records(self, records: list[tuple[bytes, bytes, bytes, bytes, bytes]]) -> None:
+        """scale_heap_sample for each record's in-use and allocated pair, inlined: the same float operations
+        in the same order, so the totals are identical to the byte; the last TOP_SITES records of the batch
+        (Go prints the biggest last) also become sites, keyed as `_feed_record` keys them."""
+        assert self._header is not None
+        rate = self._header[4] // 2
+        exp = math.exp
+        live_objects = live_bytes = all_objects = all_bytes = 0
+        sites_from = len(records) - TOP_SITES
+        for i, (raw_inuse_objects, raw_inuse_bytes, raw_alloc_objects, raw_alloc_bytes, pcs) in enumerate(
+            records
+        ):
+            lo = lb = ao = ab = 0
+            count, size = int(raw_inuse_objects), int(raw_inuse_bytes)
+            if count and size:
+                if rate <= 1:
+                    lo, lb = count, size
+                else:
+                    scale = 1 / (1 - exp(-(size / count) / rate))
+                    lo, lb = int(count * scale), int(size * scale)
+            count, size = int(raw_alloc_objects), int(raw_alloc_bytes)
+            if count and size:
+                if rate <= 1:
+                    ao, ab = count, size
+                else:
+                    scale = 1 / (1 - exp(-(size / count) / rate))
+                    ao, ab = int(count * scale), int(size * scale)
+            live_objects += lo
+            live_bytes += lb
+            all_objects += ao
+            all_bytes += ab
+            if i >= sites_from:
+                self._sites.append((zlib.crc32(pcs), lb, ab))
+        live = self._live
+        live[0] += live_objects
+        live[1] += live_bytes
+        live[2] += all_objects
+        live[3] += all_bytes
+        self._records += len(records)
 
     def _feed_header(self, line: str) -> None:
         if not line.strip():

@@ -3,6 +3,10 @@
 A loopback target's listening socket is looked up in /proc/net/tcp{,6}, its inode traced to the owning
 process through /proc/*/fd, and VmRSS read from /proc/<pid>/status. Whatever stands in the way (another
 OS, another user's process, a process that just exited) yields None with a debug log, never an error.
+
+`ProcRssReader` is what the Scraper uses: it keeps the socket table and the socket->pid map for all targets
+and refreshes them lazily, so a sample costs one read of /proc/<pid>/status. `read_rss` is the one-shot
+form (reads the tables on every call).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import ipaddress
 import logging
 import os
 import pathlib
+import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +43,19 @@ def _decode_address(hex_addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     return addr
 
 
-def listening_inodes(host: str, port: int, proc: pathlib.Path = pathlib.Path("/proc")) -> list[int]:
-    """Inodes of sockets listening on host:port (or on the wildcard address at that port)."""
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _wanted(host: str) -> set[Address]:
     wanted = {ipaddress.ip_address("127.0.0.1") if host == "localhost" else ipaddress.ip_address(host)}
     if host == "localhost":
         wanted.add(ipaddress.ip_address("::1"))
-    exact: list[int] = []
-    wildcard: list[int] = []
+    return wanted
+
+
+def listening_sockets(proc: pathlib.Path = pathlib.Path("/proc")) -> dict[int, list[tuple[Address, int]]]:
+    """Every listening TCP socket of /proc/net/tcp{,6}: port -> [(address, inode), ...] in table order."""
+    by_port: dict[int, list[tuple[Address, int]]] = {}
     for table in ("tcp", "tcp6"):
         try:
             lines = (proc / "net" / table).read_text().splitlines()[1:]
@@ -54,15 +66,50 @@ def listening_inodes(host: str, port: int, proc: pathlib.Path = pathlib.Path("/p
             if len(fields) < 10 or fields[3] != _LISTEN:
                 continue
             addr_hex, _, port_hex = fields[1].partition(":")
-            if int(port_hex, 16) != port:
-                continue
-            addr = _decode_address(addr_hex)
-            inode = int(fields[9])
-            if addr in wanted:
-                exact.append(inode)
-            elif addr in _WILDCARDS:
-                wildcard.append(inode)
+            by_port.setdefault(int(port_hex, 16), []).append((_decode_address(addr_hex), int(fields[9])))
+    return by_port
+
+
+def _inodes_for(by_port: dict[int, list[tuple[Address, int]]], host: str, port: int) -> list[int]:
+    """Sockets listening on host:port exactly first, then those on the wildcard address at that port."""
+    wanted = _wanted(host)
+    exact: list[int] = []
+    wildcard: list[int] = []
+    for addr, inode in by_port.get(port, ()):
+        if addr in wanted:
+            exact.append(inode)
+        elif addr in _WILDCARDS:
+            wildcard.append(inode)
     return exact + wildcard
+
+
+def listening_inodes(host: str, port: int, proc: pathlib.Path = pathlib.Path("/proc")) -> list[int]:
+    """Inodes of sockets listening on host:port (or on the wildcard address at that port)."""
+    _wanted(host)  # a host that is not an address raises ValueError before any file is read
+    return _inodes_for(listening_sockets(proc), host, port)
+
+
+def socket_owners(proc: pathlib.Path = pathlib.Path("/proc")) -> dict[int, int]:
+    """Socket inode -> the first pid (in /proc order) with an open fd on it, over every process we may read."""
+    owners: dict[int, int] = {}
+    with os.scandir(proc) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            fd_dir = os.path.join(entry.path, "fd")
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:  # another user's process, or it exited
+                continue
+            pid = int(entry.name)
+            for fd in fds:
+                try:
+                    link = os.readlink(os.path.join(fd_dir, fd))
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    owners.setdefault(int(link[8:-1]), pid)
+    return owners
 
 
 def pid_owning(inode: int, proc: pathlib.Path = pathlib.Path("/proc")) -> int | None:
@@ -131,3 +178,91 @@ def read_rss(
         log.debug("proc rss: pid %d (listening on %s:%d) has no readable VmRSS", owner.pid, host, port)
         return None, None
     return rss, owner
+
+
+class ProcRssReader:
+    """`read_rss` for many targets at once, at the cost of one small file read per sample.
+
+    The socket table (/proc/net/tcp{,6}) and the socket -> pid map (every process's fds) are read for all
+    targets together, and only when needed: a target not in the table yet, a process that went away (a
+    restart), and otherwise every `max_age_seconds` (a socket that changed hands without its process
+    exiting). Re-reads triggered by misses happen at most once per `min_refresh_seconds`, so a thousand
+    targets appearing together cost one scan, not a thousand. Until then a new target simply has no /proc
+    RSS (the caller falls back to MaxRSS for that sample).
+    """
+
+    def __init__(
+        self,
+        proc: pathlib.Path = pathlib.Path("/proc"),
+        *,
+        max_age_seconds: float = 60.0,
+        min_refresh_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._proc = proc
+        self._max_age = max_age_seconds
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._sockets: dict[int, list[tuple[Address, int]]] = {}
+        self._sockets_at: float | None = None
+        self._owners: dict[int, int] = {}
+        self._owners_at: float | None = None
+        self._known: dict[tuple[str, int], ProcOwner] = {}
+
+    def forget(self, host: str, port: int) -> None:
+        """Drop what is remembered about a target that is gone."""
+        self._known.pop((host, port), None)
+
+    def rss(self, host: str, port: int) -> int | None:
+        """The current RSS of whoever listens on host:port, or None (not found, not visible, not Linux)."""
+        key = (host, port)
+        known = self._known.get(key)
+        now = self._clock()
+        fresh = self._sockets_at is not None and now - self._sockets_at < self._max_age
+        if known is not None and fresh:
+            if known.pid is None:
+                return None  # the same socket as last time, owned by a process we may not see
+            rss = vm_rss_bytes(known.pid, self._proc)
+            if rss is not None:
+                return rss
+            log.debug("proc rss: pid %d (listening on %s:%d) is gone", known.pid, host, port)
+            del self._known[key]
+            known = None
+        try:
+            inodes = self._inodes(host, port, now, missed=known is None)
+        except (OSError, ValueError) as exc:
+            log.debug("proc rss: cannot read socket tables for %s:%d: %s", host, port, exc)
+            return None
+        if not inodes:
+            self._known.pop(key, None)
+            return None
+        if known is None or known.inode not in inodes:
+            try:
+                known = ProcOwner(inodes[0], self._pid(inodes[0], now))
+            except OSError as exc:
+                log.debug("proc rss: cannot scan processes for %s:%d: %s", host, port, exc)
+                return None
+            if known.pid is None:
+                log.debug("proc rss: the process listening on %s:%d is not visible to us", host, port)
+        self._known[key] = known
+        if known.pid is None:
+            return None
+        rss = vm_rss_bytes(known.pid, self._proc)
+        if rss is None:
+            self._known.pop(key, None)
+        return rss
+
+    def _inodes(self, host: str, port: int, now: float, *, missed: bool) -> list[int]:
+        _wanted(host)  # ValueError for a host that is not an address, before any file is read
+        at = self._sockets_at
+        if at is None or now - at >= self._max_age or (missed and now - at >= self._min_refresh):
+            self._sockets, self._sockets_at = listening_sockets(self._proc), now
+        return _inodes_for(self._sockets, host, port)
+
+    def _pid(self, inode: int, now: float) -> int | None:
+        pid = self._owners.get(inode)
+        at = self._owners_at
+        if pid is None and (at is None or now - at >= self._min_refresh):
+            self._owners, self._owners_at = socket_owners(self._proc), now
+            pid = self._owners.get(inode)
+        return pid

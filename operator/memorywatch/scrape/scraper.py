@@ -61,7 +61,6 @@ class _TargetState:
 
     metrics: bool | None = None  # None: not asked yet; False: absent, re-probed after metrics_reprobe_seconds
     metrics_checked_at: float = 0.0
-    proc_owner: procrss.ProcOwner | None = None
 
 
 class Scraper:
@@ -90,6 +89,7 @@ class Scraper:
         self.limits = limits or Limits()
         self._sample_slots = asyncio.Semaphore(max_concurrent_samples)
         self._proc_rss = proc_rss
+        self._proc = procrss.ProcRssReader()  # socket table and socket->pid map shared by all targets
         self._max_targets = max_targets
         self._pool: ClientPool | None = None
         self.workers = WorkerPool(self.limits.pool_limits)
@@ -112,6 +112,7 @@ class Scraper:
     def forget(self, target: TargetConfig) -> None:
         """Drop what is remembered about a target that is gone (a deleted pod)."""
         self._states.pop(target, None)
+        self._proc.forget(target.host, target.port)
 
     @property
     def remembered_targets(self) -> int:
@@ -208,7 +209,8 @@ class Scraper:
         if state is None:
             state = self._states[target] = _TargetState()
             while len(self._states) > self._max_targets:
-                self._states.popitem(last=False)
+                gone, _ = self._states.popitem(last=False)
+                self._proc.forget(gone.host, gone.port)
         else:
             self._states.move_to_end(target)
         return state
@@ -244,7 +246,7 @@ class Scraper:
         if prom is not None and prom.rss_bytes is not None:
             return prom.rss_bytes, "prometheus"
         if self._proc_rss and target.read_proc_rss and target.is_loopback:
-            rss, state.proc_owner = procrss.read_rss(target.host, target.port, state.proc_owner)
+            rss = self._proc.rss(target.host, target.port)
             if rss is not None:
                 return rss, "proc"
         if heap.memstats is not None and heap.memstats.max_rss is not None:
@@ -275,24 +277,26 @@ class Scraper:
             spent = 0.0  # seconds of parsing on the event loop; bounded by max_inline_parse_seconds
             async for batch in body.line_batches(limits.max_line_bytes):
                 started = time.perf_counter()
-                for raw in batch:
-                    if raw.startswith(b"#\t"):
-                        continue  # a frame line: most of the body, and the parser ignores them anyway
-                    if len(raw) > limits.max_line_bytes:
-                        raise OverBudget(
-                            body.target,
-                            body.path,
-                            f"a line of more than {limits.max_line_bytes} bytes (Go prints MemStats arrays"
-                            " of 256 numbers, far below; limit max_line_bytes)",
-                            "max_line_bytes",
-                            limits.max_line_bytes,
-                        )
-                    line = transport.decode_line(raw)
-                    if not checked and line.strip():
+                if batch and max(map(len, batch)) > limits.max_line_bytes:
+                    raise OverBudget(
+                        body.target,
+                        body.path,
+                        f"a line of more than {limits.max_line_bytes} bytes (Go prints MemStats arrays"
+                        " of 256 numbers, far below; limit max_line_bytes)",
+                        "max_line_bytes",
+                        limits.max_line_bytes,
+                    )
+                if not checked:  # the first non-blank line tells a foreign body (HTML, JSON) apart
+                    for raw in batch:
+                        line = transport.decode_line(raw)
+                        if raw.startswith(b"#\t") or not line.strip():
+                            continue
                         checked = True
                         if line.lstrip().startswith(("<", "{", "[")):
                             raise NotAGoTarget(body.target, body.path, describe_body(body.content_type, raw))
-                    parser.feed(line)
+                        break
+                # Frame lines (most of the body) are dropped and records totalled without per-line work.
+                parser.feed_lines(batch)
                 spent += time.perf_counter() - started
                 if spent > limits.max_inline_parse_seconds:
                     raise OverBudget(

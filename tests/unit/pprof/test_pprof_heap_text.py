@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from memorywatch.pprof import (
+    HeapText,
     HeapTextParser,
     MalformedText,
     parse_heap_text,
@@ -17,6 +18,7 @@ from memorywatch.pprof import (
 )
 
 CAP = 64 << 20
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 
 
 def test_header_totals_and_sampling_rate(go_fixtures_dir: pathlib.Path) -> None:
@@ -127,3 +129,115 @@ def test_profile_without_memstats_block() -> None:
     heap = parse_heap_text("heap profile: 0: 0 [0: 0] @ heap/1048576\n")
     assert heap.memstats is None
     assert heap.live_bytes_estimate == 0
+
+
+# -- feed_lines: raw lines from the wire, records totalled per batch; the same outcome as line by line ------
+
+
+def line_by_line(lines: list[bytes]) -> object:
+    """What the scraper did before feed_lines: drop frames, decode, feed each line."""
+    parser = HeapTextParser()
+    try:
+        for raw in lines:
+            if not raw.startswith(b"#\t"):
+                parser.feed(raw.rstrip(b"\r").decode("utf-8", "replace"))
+        return parser.result()
+    except MalformedText as e:
+        return ("MalformedText", str(e))
+
+
+def batched(lines: list[bytes], size: int) -> object:
+    parser = HeapTextParser()
+    try:
+        for at in range(0, len(lines), size):
+            parser.feed_lines(lines[at : at + size])
+        return parser.result()
+    except MalformedText as e:
+        return ("MalformedText", str(e))
+
+
+def raw_lines(text: bytes) -> list[bytes]:
+    return text.split(b"\n")
+
+
+BATCH_SIZES = (1, 2, 3, 7, 64, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "name", ["heap_debug1.txt", "heap_debug1_healthy.txt", "heap_debug1_cgo.txt", "heap_debug1_sim.txt"]
+)
+def test_feed_lines_equals_line_by_line_on_real_profiles(name: str, go_fixtures_dir: pathlib.Path) -> None:
+    path = go_fixtures_dir / name if name != "heap_debug1_sim.txt" else DATA_DIR / name
+    lines = raw_lines(path.read_bytes())
+    expected = line_by_line(lines)
+    assert isinstance(expected, HeapText) and expected.records > 0 and expected.memstats is not None
+    for size in BATCH_SIZES:
+        assert batched(lines, size) == expected, size
+    crlf = [line + b"\r" for line in lines]  # CRLF bodies take the careful path and agree too
+    assert batched(crlf, 64) == line_by_line(crlf) == expected
+
+
+def test_feed_lines_matches_go_tool_pprof(go_fixtures_dir: pathlib.Path) -> None:
+    lines = raw_lines((go_fixtures_dir / "heap_debug1.txt").read_bytes())
+    heap = batched(lines, 1 << 20)
+    assert isinstance(heap, HeapText)
+    assert (heap.live_bytes_estimate, heap.live_objects_estimate) == (5785687, 38605)
+
+
+HEADER = b"heap profile: 3: 12288 [9: 36864] @ heap/1048576"
+RECORD = b"1: 4096 [3: 12288] @ 0x4877f3 0x48c247 0x68b06f"
+FRAME = b"#\t0x68b06e\tmain.retain+0x6e\t/src/main.go:15"
+TAIL = [b"", b"# runtime.MemStats", b"# Sys = 21600520", b"# HeapReleased = 7323648", b"# NumGC = 5"]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b"",  # an empty line among the records
+        b"   ",  # whitespace only: ignored by feed
+        b" " + RECORD,  # a record with leading space: feed strips it
+        RECORD + b"  ",
+        RECORD + b"\r",
+        "١: 4096 [3: 12288] @ 0x1".encode(),  # Arabic-Indic digit: \d and int() accept it in str
+        b"\xc2\xa0" + RECORD,  # a no-break space, whitespace to str.strip
+        b"# a comment that is not a frame",
+        b"#" + b"x" * 20000,  # an overlong comment line: refused by feed
+        b"1: 4096 [3: 12288] @" + b" 0x1" * 5000,  # an overlong record line: refused by feed
+        b"#\t" + b"y" * 20000,  # an overlong frame: never looked at
+        b"# runtime.MemStatsX",  # looks like the marker, is a comment
+        b"1: 4096 [3: 12288]",  # no @: refused
+        b"1: 4096 [3: 122",  # cut mid-transfer: refused
+        b"1: 4096 [3: 12288] @ 0xZZ",  # bad PC: refused
+        b"<html>",
+        b"\xff\xfe garbage",
+        b"1: 4096 [3: 12288] @ 0x4877f3\x00",
+    ],
+)
+def test_feed_lines_handles_odd_lines_exactly_as_feed(odd: bytes) -> None:
+    for where in range(4):
+        records = [RECORD, FRAME, FRAME, b"", RECORD, FRAME, b"", RECORD, FRAME]
+        records.insert(where * 3, odd)
+        lines = [HEADER, *records, *TAIL]
+        expected = line_by_line(lines)
+        for size in BATCH_SIZES:
+            assert batched(lines, size) == expected, (where, size)
+
+
+def test_feed_lines_before_the_header_and_inside_memstats() -> None:
+    lines = [b"", b"  ", HEADER, RECORD, FRAME, b"", *TAIL, b"#\tnot a frame here", b"# Alloc = 5", RECORD]
+    expected = line_by_line(lines)
+    assert isinstance(expected, HeapText) and expected.records == 1
+    for size in BATCH_SIZES:
+        assert batched(lines, size) == expected
+    foreign = [b"<html>", HEADER]
+    assert batched(foreign, 2) == line_by_line(foreign)
+    assert isinstance(line_by_line(foreign), tuple)
+
+
+def test_feed_lines_counts_lines_as_feed_does_in_errors() -> None:
+    lines = [HEADER, RECORD, FRAME, FRAME, b"", RECORD, b"garbage", *TAIL]
+    expected = line_by_line(lines)
+    assert expected == ("MalformedText", expected[1]) and "line 5" in str(expected)  # type: ignore[index]
+    assert batched(lines, 1 << 20) == expected
+    # The error is raised for a batch after records were already totalled by earlier batches too.
+    assert batched(lines, 3) == expected

@@ -1,0 +1,3 @@
+module memorywatch.test/fleetsim
+
+go 1.22
