@@ -38,6 +38,22 @@ if TYPE_CHECKING:  # aiohttp comes with the `operator` extra: imported when `run
     from aiohttp import web
 
 log = logging.getLogger("memorywatch")
+VOLUME_PERIOD_SECONDS = 60.0
+
+
+async def _measure_volume(root: str) -> None:
+    """Size and free bytes of the capture volume (statvfs), for the StoreFull alert; runs until cancelled."""
+    from memorywatch import metrics
+
+    while True:
+        try:
+            st = await asyncio.to_thread(os.statvfs, root)
+        except OSError as e:  # not mounted yet, or not a directory: said, and tried again
+            log.debug("cannot statvfs the capture volume %s: %s", root, e)
+        else:
+            metrics.STORE_CAPACITY_BYTES.set(st.f_blocks * st.f_frsize)
+            metrics.STORE_FREE_BYTES.set(st.f_bavail * st.f_frsize)
+        await asyncio.sleep(VOLUME_PERIOD_SECONDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +242,7 @@ async def _main(
     prober = asyncio.create_task(probe_api())
     process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
     process_tasks.spawn("event-loop-lag", measure_lag)
+    process_tasks.spawn("store-volume", lambda: _measure_volume(args.store))
     async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
         # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))

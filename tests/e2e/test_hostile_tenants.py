@@ -44,6 +44,9 @@ class Batch:
     leak_seconds: float | None
     healthz: list[int]
     peak_rss_bytes: int
+    # event-loop lag probes during the run (from the operator's histogram): all of them, and those <= 100 ms
+    lag_probes: float = 0.0
+    lag_probes_within_100ms: float = 0.0
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -58,6 +61,19 @@ def tree_rss_bytes(pid: int) -> int:
         total += next((int(x.split()[1]) * 1024 for x in status.splitlines() if x.startswith("VmRSS:")), 0)
         pids.extend(int(c) for c in children)
     return total
+
+
+def lag_buckets(ip: str) -> dict[str, float]:
+    """The operator's event-loop lag histogram, as cumulative counts by bucket bound (`le`)."""
+    code, text = http_get(f"http://{ip}:9090/metrics", timeout=10.0)
+    assert code == 200, text[:500]
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("memorywatch_event_loop_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    assert out, "no memorywatch_event_loop_lag_seconds histogram on /metrics"
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +102,7 @@ def batch(request: pytest.FixtureRequest) -> Iterator[Batch]:
         pid = int(status["containers"]["memorywatch"]["pid"])
         ip = pod.status.pod_ip
 
+        lag_before = lag_buckets(ip)
         started = time.monotonic()
         _apply(op, victim, memorywatch("spinner", "spinner"))
         leak_seconds: float | None = None
@@ -100,10 +117,14 @@ def batch(request: pytest.FixtureRequest) -> Iterator[Batch]:
             if leak_seconds is None and events(op.core, victim, reason="LeakDetected", kind="MemoryWatch"):
                 leak_seconds = time.monotonic() - started
             time.sleep(1)
+        lag_after = lag_buckets(ip)
+        probes = lag_after["+Inf"] - lag_before.get("+Inf", 0.0)
+        within = lag_after["0.1"] - lag_before.get("0.1", 0.0)
         print(
-            f"\noperator peak RSS with its parse workers: {peak / 2**20:.0f} MiB; leak after {leak_seconds}s"
+            f"\noperator peak RSS with its parse workers: {peak / 2**20:.0f} MiB; leak after {leak_seconds}s;"
+            f" event-loop lag <= 100 ms in {within:.0f} of {probes:.0f} probes"
         )
-        yield Batch(hostile, victim, leak_seconds, healthz, peak)
+        yield Batch(hostile, victim, leak_seconds, healthz, peak, probes, within)
     finally:
         _delete_memorywatches(op)
         for name in (hostile, victim):
@@ -123,6 +144,14 @@ def test_the_victims_leak_is_detected_and_captured_as_fast_as_alone(
 def test_the_operator_stays_healthy_and_under_its_memory_limit(batch: Batch) -> None:
     assert batch.healthz and all(code == 200 for code in batch.healthz), batch.healthz
     assert 0 < batch.peak_rss_bytes < 1 << 30, f"peak {batch.peak_rss_bytes / 2**20:.0f} MiB"
+
+
+def test_the_event_loop_lag_stays_under_100ms_at_p99(batch: Batch) -> None:
+    # The operator probes its loop every 0.25 s; a parse on the loop would show as lag here.
+    assert batch.lag_probes > 100, "the lag probe did not run during the hostile batch"
+    assert batch.lag_probes_within_100ms >= 0.99 * batch.lag_probes, (
+        f"only {batch.lag_probes_within_100ms:.0f} of {batch.lag_probes:.0f} probes lagged <= 100 ms"
+    )
 
 
 def _event_of(op: Operator, namespace: str, mw: str, reason: str) -> list[str]:

@@ -56,6 +56,7 @@ class EventHandler:
             await self._capture(event)
         elif isinstance(event, CaptureFailedEvent):
             metrics.CAPTURES.labels(result="error").inc()
+            metrics.WATCH_CAPTURES.labels(c.namespace, c.name, "error").inc()
             c.store.error = event.error
             text = f"pod {event.target}, rule {event.rule}: {event.error}"
             await c.poster.on_watch("Warning", "CaptureFailed", text)
@@ -65,6 +66,7 @@ class EventHandler:
     async def _breach(self, event: BreachEvent) -> None:
         c, b = self.c, event.breach
         metrics.BREACHES.labels(kind=str(b.kind)).inc()
+        metrics.WATCH_BREACHES.labels(c.namespace, c.name, str(b.kind)).inc()
         default = c.spec.capture.cooldown_seconds if c.spec else 1800.0
         cooldown = float(b.evidence.get("cooldown_seconds", default))
         # Write-ahead: the cooldown is in status before the capture is reported, so a restart cannot repeat it.
@@ -78,6 +80,7 @@ class EventHandler:
     async def _capture(self, event: CaptureEvent) -> None:
         c = self.c
         metrics.CAPTURES.labels(result="ok" if not event.errors else "partial").inc()
+        metrics.WATCH_CAPTURES.labels(c.namespace, c.name, "ok" if not event.errors else "partial").inc()
         c.store.error = None
         c.faults.capture_ok(event.target, event.time)
         entry = {

@@ -158,6 +158,7 @@ class WatchController:
         stopped: Stopped,
     ) -> None:
         self.supervisor.spawn("events", self._consume_events)
+        metrics.register_watch(self.namespace, self.name)
         try:
             while not stopped:
                 if self.supervisor.failure is not None:
@@ -170,6 +171,7 @@ class WatchController:
         finally:
             metrics.TARGETS.dec(self._counted_targets)
             self._counted_targets = 0
+            metrics.forget_watch(self.namespace, self.name)
             await self._stop_watcher()
             await self._drain_events()
             await self.supervisor.close()
@@ -371,6 +373,11 @@ class WatchController:
         metrics.TARGETS.inc(len(self.pods) - self._counted_targets)
         self._counted_targets = len(self.pods)
         self._facts = facts
+        labels = (self.namespace, self.name)
+        metrics.WATCH_TARGETS.labels(*labels).set(facts.targets)
+        metrics.WATCH_TARGETS_FAILING.labels(*labels).set(len(facts.scrape_errors))
+        metrics.WATCH_STORE_AVAILABLE.labels(*labels).set(0 if facts.store_error else 1)
+        metrics.WATCH_STORE_DEGRADED.labels(*labels).set(1 if facts.store_note else 0)
         await self.write_status()
 
     async def write_status(self, *, force: bool = False) -> bool:
