@@ -168,7 +168,8 @@ async def test_secret_reads_failing_for_a_minute_through_a_real_proxy(
     pod_name = pod.metadata.name
     rules = [{"name": "kept", "kind": "GoroutineGrowth", "window": "10m", "minGrowth": "1000000"}]
     spec = {"selector": {"matchLabels": {"app": "leaky"}}, "interval": "2s", "rules": rules,
-            "endpoint": {"port": 6060, "bearerTokenSecretRef": {"name": "tok", "key": "token"}}}  # fmt: skip
+            "endpoint": {"port": 6060, "bearerTokenSecretRef": {"name": "tok", "key": "token"},
+                         "allowInsecureBearerToken": True}}  # fmt: skip
     create_mw(api, namespace, "leaky", spec)
 
     upstream = api.configuration.host
