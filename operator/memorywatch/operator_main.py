@@ -18,8 +18,6 @@ from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
-from memorywatch.control.lag import measure_lag
-from memorywatch.control.supervise import Supervisor
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
 from memorywatch.store.policy import (
     S3Policy,
@@ -201,6 +199,8 @@ async def _main(
     from memorywatch.actions.config import ledger_namespace
     from memorywatch.actions.ledger import LeaseLedger
     from memorywatch.actions.runner import KubeActions
+    from memorywatch.control.lag import measure_lag
+    from memorywatch.control.supervise import Supervisor
     from memorywatch.k8s import Kube, load_api_client
     from memorywatch.scrape import Limits, Scraper
     from memorywatch.workers import operator_memory_limit_bytes
