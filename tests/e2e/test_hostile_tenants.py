@@ -77,8 +77,8 @@ def lag_buckets(ip: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def batch(request: pytest.FixtureRequest) -> Iterator[Batch]:
-    op: Operator = request.getfixturevalue("mw_operator")
+def batch(mw_operator: Operator) -> Iterator[Batch]:  # noqa: F811 - the fixture imported above
+    op = mw_operator  # named statically, so the e2e conftest builds the operator image before the run
     hostile = new_namespace(op.core, "e2e-hostile")
     victim = new_namespace(op.core, "e2e-victim")
     try:
