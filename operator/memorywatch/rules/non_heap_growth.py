@@ -6,6 +6,13 @@ it gave back to the OS, so their difference bounds what Go itself keeps resident
 sides together and leaves the gap flat; memory the runtime does not know about widens it.
 With only MaxRSS (a peak, `ru_maxrss`), the gap is `MaxRSS − (the highest Sys − HeapReleased seen)`: a
 peak that keeps rising by more than Go's own peak did means non-Go memory grew by AT LEAST that much.
+
+A gap below zero counts as zero. Sys − HeapReleased includes memory the runtime mapped but never touched (a
+large allocation writes only the pages it uses; fresh spans are not zeroed), so a healthy Go process often has
+RSS below it, and RSS then climbs toward it as spans are reused and zeroed, with Go's accounting flat. That
+climb is Go's own memory becoming resident, not memory outside Go: only the part of RSS above Go's whole
+accounting is evidence of non-Go memory. The judged value is therefore a lower bound; a real non-Go leak that
+starts from a negative gap is named once it has filled it.
 """
 
 from __future__ import annotations
@@ -90,7 +97,7 @@ class NonHeapGrowth(TrendRule):
             go_bytes = self._go_peak
         self.go_series.append(sample.time, go_bytes)
         self.rss_series.append(sample.time, rss)
-        return float(rss - go_bytes), None, True
+        return float(max(0, rss - go_bytes)), None, True
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         start = sample.time - self.window_seconds
@@ -99,7 +106,7 @@ class NonHeapGrowth(TrendRule):
         go_change = go_points[-1].value - go_points[0].value if go_points else 0.0
         extra: dict[str, Any] = {
             "rss_source": self.source,
-            "gap": "rss - (Sys - HeapReleased)",
+            "gap": "max(0, rss - (Sys - HeapReleased))",
             "rss_first": rss_points[0].value if rss_points else None,
             "rss_last": rss_points[-1].value if rss_points else None,
             "go_resident_first": go_points[0].value if go_points else None,

@@ -81,3 +81,26 @@ def test_no_rss_at_all_is_inactive_with_a_note() -> None:
     assert run.notes == [
         "non-heap-growth: NonHeapGrowth inactive: the target reports no resident memory (no RSS source, no MaxRSS)"
     ]
+
+
+def test_rss_climbing_toward_go_accounting_is_go_memory_becoming_resident_and_does_not_fire() -> None:
+    # A healthy service: Go mapped 300 MiB (Sys − HeapReleased flat) but touched only 100 MiB of it; as spans
+    # are reused and zeroed RSS climbs toward 300 MiB by 190 MiB, with nothing allocated outside Go.
+    for source in ("prometheus", "maxrss"):
+        make = process(
+            rss=lambda t: 100 * MIB + 190 * MIB * min(t, 3600) / 3600,
+            sys=lambda t: 310 * MIB,
+            source=source,
+        )
+        run = feed(TargetJudge([spec(RuleKind.NON_HEAP_GROWTH, "n", window_seconds=WINDOW, min_growth=16 * MIB)]),
+                   stream(7200, 30, make))  # fmt: skip
+        assert run.breaches == [], source
+
+
+def test_a_leak_starting_below_go_accounting_is_named_once_it_passes_it() -> None:
+    # RSS starts 40 MiB below Go's accounting and a C leak adds 10 MiB/min: the first 40 MiB are invisible,
+    # the rest is growth outside Go, counted from zero.
+    make = process(rss=lambda t: 260 * MIB + 10 * MIB * t / 60, sys=lambda t: 310 * MIB)
+    breach = feed(TargetJudge([RULE]), stream(7200, 30, make)).breaches[0]
+    assert breach.evidence["growth_over_window"] == pytest.approx(300 * MIB, rel=0.05)
+    assert breach.evidence["gap"].startswith("max(0,")
