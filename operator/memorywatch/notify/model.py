@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -219,10 +220,18 @@ def check_sink_host(host: str, allowed_cidrs: Sequence[str], resolve: Resolver) 
     try:
         return check_addresses(host, allowed_cidrs, resolve)
     except EgressRefused as e:
-        reason = str(e).replace(host, "the sink's host")
+        reason = str(e) if _is_address(host) else str(e).replace(host, "the sink's host")
         raise SinkUrlRefused(
             f"{reason}; refused unless the Helm value notify.allowedCIDRs lists it"
         ) from None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def event_from_manifest(
