@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import pathlib
+import ssl
 import time
 from typing import Any
 
@@ -209,3 +210,34 @@ async def test_the_url_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) 
     assert "cannot notify sink refused" in text and "connection failed" in text
     assert "cannot notify sink metadata" in text and "link-local" in text and "notify.allowedCIDRs" in text
     assert "Secret shop/missing has no key 'url'" in text
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_name() -> None:
+    """The request connects to the address the egress rule checked, yet TLS verifies (and Host names) the URL's
+    host: a certificate for another name is refused, so pinning never weakens https."""
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    # .test names resolve nowhere but in this table: reaching the server at all proves the request went to the
+    # address the egress rule checked, not to a second lookup.
+    dns = {"hooks.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+    limits = dataclasses.replace(FAST, allow_http=False, attempts=1)
+    with sink_server(tls=server_ctx) as server:
+        urls = {
+            "good": server.url("/ok/x", host="hooks.test", scheme="https"),
+            "wrong": server.url("/ok/y", host="other.test", scheme="https"),
+        }
+        told: list[str] = []
+        async with Notifier(
+            _resolver(urls), limits, resolve_host=lambda h: dns[h], verify=client_ctx
+        ) as notifier:
+            sinks = [SinkSpec("good", SinkKind.WEBHOOK, "good"), SinkSpec("wrong", SinkKind.WEBHOOK, "wrong")]
+            notifier.send(EVENT, sinks, on_failure=lambda sink, why: told.append(f"{sink.name}: {why}"))
+            await asyncio.wait_for(notifier.join(), 10)
+        seen = server.of("ok")
+    assert [s.path for s in seen] == ["/ok/x"] and seen[0].host == f"hooks.test:{server.server_address[1]}"
+    assert len(told) == 1 and told[0].startswith("wrong: connection failed (ConnectError"), told

@@ -29,6 +29,7 @@ import contextvars
 import dataclasses
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx
@@ -116,12 +117,14 @@ class Notifier:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         resolve_host: Resolver = system_resolver,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._resolve = resolve_url
         self.limits = limits or NotifyLimits()
         self._sleep = sleep
         self._jitter = jitter
         self._resolve_host = resolve_host
+        self._verify = verify  # the system's trust store; tests pass their own CA
         self._lanes: dict[_Lane, collections.deque[_Job]] = {}
         self._ready: asyncio.Queue[_Lane] = asyncio.Queue()  # lanes with work and no job in flight
         self._scheduled: set[_Lane] = set()
@@ -139,7 +142,9 @@ class Notifier:
             self.limits.request_timeout_seconds, connect=self.limits.connect_timeout_seconds
         )
         # No redirects (a redirect could lead the operator anywhere) and no proxy from the environment.
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, trust_env=False, verify=self._verify
+        )
         self._workers = [
             asyncio.create_task(self._work(), name=f"notify-{i}") for i in range(self.limits.workers)
         ]
