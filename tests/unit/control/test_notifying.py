@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from tests.unit.control.fakes import T0, FakeClock, FakeKube, SyntheticScraper
+from tests.unit.control.fakes import T0, FakeClock, FakeKube, RecordingActions, SyntheticScraper
 from tests.unit.control.harness import Running, body, controller, until
 
 from memorywatch.actions import ActionOutcome, Workload
@@ -240,3 +240,26 @@ async def test_the_kube_event_post_never_blocks_send() -> None:
     for task in list(w._posts):
         task.cancel()
     await w.close()
+
+
+async def test_the_controller_sends_the_chosen_events_of_a_capture_and_its_action(
+    tmp_path: pathlib.Path,
+) -> None:
+    clock, kube, sender = FakeClock(), FakeKube(), RecordingSender()
+    actions = RecordingActions(Workload("Deployment", "shop", "ns"))
+    notify = {
+        "sinks": [{"name": "team", "type": "Slack", "urlSecretRef": {"name": "hook"}}],
+        "events": ["Breach", "Capture", "Action"],
+    }
+    c = controller(tmp_path, kube, clock, CapturingScraper(clock, growth=50), actions, notifier=sender)
+    spec = body(1, rules=LEAK_RULES, notify=notify, action={"type": "EvictPod", "cooldown": "1h"})
+    async with Running(c, spec):
+        await until(lambda: len(sender.sent) >= 3, "breach, capture and action notifications")
+    kinds = [n.type for n, *_ in sender.sent]
+    assert kinds[:3] == [EventType.BREACH, EventType.CAPTURE, EventType.ACTION], kinds
+    action = sender.sent[2][0]
+    assert (
+        action.action == "did EvictPod Deployment/shop (Evicted)"
+        and action.location == c.captures[0]["location"]
+    )
+    assert all(sinks == [SinkSpec("team", SinkKind.SLACK, "hook", "url")] for _, sinks, *_ in sender.sent)
