@@ -115,7 +115,8 @@ def check_addresses(host: str, allowed_cidrs: Sequence[str], resolve: Resolver) 
         address = ipaddress.ip_address(text.split("%", 1)[0])
         why = address_class(address)
         if why is not None and not any(address in n for n in nets if n.version == address.version):
-            raise EgressRefused(f"{host} resolves to {address}, {why}")
+            said = f"{host} is" if text == host else f"{host} resolves to {address},"
+            raise EgressRefused(f"{said} {why}")
         out.append(str(address))
     if (host.endswith(".svc") or host.endswith(".cluster.local")) and not nets:
         raise EgressRefused(f"{host} is a cluster-internal name")
