@@ -241,3 +241,30 @@ async def test_https_goes_to_the_checked_address_and_verifies_the_name() -> None
         seen = server.of("ok")
     assert [s.path for s in seen] == ["/ok/x"] and seen[0].host == f"hooks.test:{server.server_address[1]}"
     assert len(told) == 1 and told[0].startswith("wrong: connection failed (ConnectError"), told
+
+
+async def test_a_hanging_sink_holds_only_its_own_lane() -> None:
+    """Three notifications stuck behind one watch's hanging sink; another watch's (and the same watch's other)
+    sink is served at once, while the hanging one still holds its connection."""
+    with sink_server() as server:
+        resolve = _resolver({"hang": server.url("/hang/x"), "ok": server.url("/ok/x")})
+        limits = dataclasses.replace(
+            FAST, workers=2, request_timeout_seconds=20.0, deadline_seconds=30.0, attempts=1
+        )
+        async with Notifier(resolve, limits) as notifier:
+            for _ in range(3):
+                notifier.capture_landed(EVENT, [SinkSpec("hangs", SinkKind.WEBHOOK, "hang")])
+            other = dataclasses.replace(EVENT, memorywatch="payments")
+            notifier.capture_landed(other, [SinkSpec("works", SinkKind.WEBHOOK, "ok")])
+            notifier.capture_landed(EVENT, [SinkSpec("works-too", SinkKind.WEBHOOK, "ok")])
+            for _ in range(250):
+                if len(server.of("ok")) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(server.of("ok")) == 2, "the healthy sinks were served while the other lane hung"
+            assert len(server.of("hang")) == 1 and notifier.pending == 3, (
+                "one hanging job at a time, two waiting"
+            )
+            server.release.set()
+            await asyncio.wait_for(notifier.join(), 10)
+        assert len(server.of("hang")) == 3
