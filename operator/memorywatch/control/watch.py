@@ -19,7 +19,7 @@ from memorywatch.api.spec import SpecError, WatchSpec, parse_spec
 from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
-from memorywatch.control.notifying import WatchNotifications
+from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
 from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
@@ -42,7 +42,6 @@ from memorywatch.control.targets import TargetBook
 from memorywatch.engine.events import Event
 from memorywatch.engine.watcher import Watcher, WatchSettings
 from memorywatch.k8s import KubeError
-from memorywatch.notify import Notifier
 from memorywatch.scrape import Scraper
 from memorywatch.store import CaptureStore
 from memorywatch.targets import PodInfo
@@ -97,7 +96,7 @@ class WatchController:
         backoff: Backoff = DEFAULT_BACKOFF,
         max_events: int = DEFAULT_MAX_EVENTS,
         reconcile_seconds: float = RECONCILE_SECONDS,
-        notifier: Notifier | None = None,
+        notifier: Sender | None = None,
     ) -> None:
         self.kube = kube
         self.scraper = scraper
