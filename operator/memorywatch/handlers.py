@@ -79,6 +79,7 @@ async def watch_memorywatch(
         uid=uid,
         forward=lambda ns, pod, port, scheme: forwarded_url(memo.kube, ns, pod, port, scheme=scheme),
         close_forward=close_forward,
+        notifier=getattr(memo, "notifier", None),
     )
     controller.restore(dict(status))
     metrics.WATCHES.inc()

@@ -86,7 +86,7 @@ STORE_FREE_BYTES = Gauge(
 )
 NOTIFICATIONS = Counter(
     "memorywatch_notifications",
-    "Capture notifications to sinks, by sink kind (webhook, slack) and result (sent, failed, dropped).",
+    "Notifications to sinks, by sink kind (webhook, slack) and result (sent, failed, dropped, rate-limited).",
     ["sink", "result"],
 )
 

@@ -18,6 +18,8 @@ from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
+from memorywatch.notify.config import add_notify_arguments
+from memorywatch.notify.config import limits_from_args as notify_limits_from_args
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
 from memorywatch.store.policy import (
     S3Policy,
@@ -97,6 +99,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_action_arguments(p)  # guardrails (issue 8)
     add_s3_policy_arguments(p)  # guardrails (issue 8)
     add_retention_arguments(p)  # guardrails (issue 8)
+    add_notify_arguments(p)  # spec.notify sinks (issue 12)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -161,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         args.namespace = [ns]
     try:  # guardrails (issue 8): refuse nonsense limits before starting
         policy_from_args(args), limits_from_args(args), s3_policy_from_args(args)
+        notify_limits_from_args(args)
     except ValueError as e:
         print(f"memorywatch run: {e}", file=sys.stderr)
         return 2
@@ -202,6 +206,7 @@ async def _main(
     from memorywatch.control.lag import measure_lag
     from memorywatch.control.supervise import Supervisor
     from memorywatch.k8s import Kube, load_api_client
+    from memorywatch.notify import Notifier
     from memorywatch.scrape import Limits, Scraper
     from memorywatch.workers import operator_memory_limit_bytes
 
@@ -243,11 +248,17 @@ async def _main(
     process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
     process_tasks.spawn("event-loop-lag", measure_lag)
     process_tasks.spawn("store-volume", lambda: _measure_volume(args.store))
+    # One notifier for all watches (a lane each); None when the chart disabled notifications.
+    notifier = None if args.notify_disabled else Notifier(limits=notify_limits_from_args(args))
+    if notifier is not None:
+        await notifier.start()
     async with Scraper(Limits.for_memory_limit(operator_memory_limit_bytes())) as scraper:
         # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
         act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
-        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=act_runner)
+        memo = kopf.Memo(
+            kube=kube, scraper=scraper, make_store=make_store, actions=act_runner, notifier=notifier
+        )
         ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
@@ -275,6 +286,8 @@ async def _main(
         finally:
             prober.cancel()
             await process_tasks.close()
+            if notifier is not None:
+                await notifier.close()
             for r in runners:
                 await r.cleanup()
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ class Seen:
     path: str
     body: Any
     content_type: str
+    host: str = ""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -35,7 +37,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         with self.server.lock:
-            self.server.seen.append(Seen(self.path, json.loads(raw), self.headers.get("Content-Type", "")))
+            self.server.seen.append(
+                Seen(
+                    self.path,
+                    json.loads(raw),
+                    self.headers.get("Content-Type", ""),
+                    self.headers.get("Host", ""),
+                )
+            )
             kind = self.path.split("/")[1]
             count = sum(1 for s in self.server.seen if s.path.split("/")[1] == kind)
         if kind == "hang":
@@ -69,8 +78,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self.release = threading.Event()
         self.flaky_failures = 2
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+    def url(self, path: str, *, host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.server_address[1]}{path}"
 
     def of(self, kind: str) -> list[Seen]:
         with self.lock:
@@ -78,8 +87,11 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def sink_server() -> Iterator[_Server]:
+def sink_server(tls: ssl.SSLContext | None = None) -> Iterator[_Server]:
+    """The server on 127.0.0.1; with `tls` (a server-side context holding its certificate) it speaks https."""
     server = _Server()
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -10,8 +10,10 @@ missing Secret or a refused URL is reported by name; the URL never reaches a log
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import pathlib
+import ssl
 import time
 from typing import Any
 
@@ -42,7 +44,7 @@ FAST = NotifyLimits(
     connect_timeout_seconds=1.0,
     deadline_seconds=5.0,
     allow_http=True,
-    allow_loopback=True,
+    allowed_cidrs=("127.0.0.0/8",),
 )
 EVENT = CaptureLanded(
     "shop",
@@ -144,7 +146,7 @@ async def test_hanging_and_failing_sinks_delay_and_lose_no_capture(
             # Every capture landed, complete, while the hanging sink held its connections.
             assert queued == [3, 3, 3] and len(store.list()) == 3
             assert server.of("hang"), "the hanging sink was being tried while captures were taken"
-            await asyncio.wait_for(notifier._queue.join(), 30)
+            await asyncio.wait_for(notifier.join(), 30)
         delivered = sorted(s.body["location"] for s in server.of("ok"))
         fails = server.of("fail")
     assert delivered == sorted(locations)
@@ -162,7 +164,7 @@ async def test_a_flaky_sink_is_retried_with_backoff() -> None:
         resolve = _resolver({"s": server.url("/flaky/x")})
         async with Notifier(resolve, FAST, sleep=sleep, jitter=lambda: 1.0) as notifier:
             notifier.capture_landed(EVENT, [SinkSpec("flaky", SinkKind.WEBHOOK, "s")])
-            await asyncio.wait_for(notifier._queue.join(), 10)
+            await asyncio.wait_for(notifier.join(), 10)
         assert len(server.of("flaky")) == 3
     assert slept == [0.05, 0.1]
 
@@ -172,13 +174,21 @@ async def test_redirects_are_not_followed_and_a_full_queue_drops() -> None:
         resolve = _resolver({"r": server.url("/redirect/x")})
         async with Notifier(resolve, FAST) as notifier:
             notifier.capture_landed(EVENT, [SinkSpec("moves", SinkKind.WEBHOOK, "r")])
-            await asyncio.wait_for(notifier._queue.join(), 10)
+            await asyncio.wait_for(notifier.join(), 10)
         assert len(server.of("redirect")) == 1 and not server.of("ok")
 
     dropped_before = _count("slack", "dropped")
     stalled = Notifier(resolve, NotifyLimits(queue_size=2))  # never started: nothing drains the queue
     assert stalled.capture_landed(EVENT, [SinkSpec(f"s{i}", SinkKind.SLACK, "r") for i in range(5)]) == 2
     assert stalled.pending == 2 and _count("slack", "dropped") - dropped_before == 3
+    # A watch's own lane is bounded too, so one watch cannot fill the queue for the others.
+    told: list[str] = []
+    lanes = Notifier(resolve, NotifyLimits(queue_size=100, per_watch_queue=3))
+    sinks = [SinkSpec(f"s{i}", SinkKind.SLACK, "r") for i in range(5)]
+    assert lanes.send(EVENT, sinks, on_failure=lambda sink, why: told.append(why)) == 3
+    other = dataclasses.replace(EVENT, memorywatch="payments")
+    assert lanes.send(other, sinks[:3]) == 3 and lanes.pending == 6
+    assert len(told) == 2 and all("queue is full" in why and "notify.queueSize" in why for why in told)
 
 
 async def test_the_url_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -193,10 +203,68 @@ async def test_the_url_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) 
         sinks = [SinkSpec(name, SinkKind.SLACK, name) for name in [*urls, "missing"]]
         async with Notifier(_resolver(urls), FAST) as notifier:
             notifier.capture_landed(EVENT, sinks)
-            await asyncio.wait_for(notifier._queue.join(), 20)
+            await asyncio.wait_for(notifier.join(), 20)
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "SECRET" not in text
     assert "cannot notify sink fails" in text and "HTTP 500" in text
     assert "cannot notify sink refused" in text and "connection failed" in text
-    assert "cannot notify sink metadata" in text and "link-local" in text
+    assert "cannot notify sink metadata" in text and "link-local" in text and "notify.allowedCIDRs" in text
     assert "Secret shop/missing has no key 'url'" in text
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_name() -> None:
+    """The request connects to the address the egress rule checked, yet TLS verifies (and Host names) the URL's
+    host: a certificate for another name is refused, so pinning never weakens https."""
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    # .test names resolve nowhere but in this table: reaching the server at all proves the request went to the
+    # address the egress rule checked, not to a second lookup.
+    dns = {"hooks.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+    limits = dataclasses.replace(FAST, allow_http=False, attempts=1)
+    with sink_server(tls=server_ctx) as server:
+        urls = {
+            "good": server.url("/ok/x", host="hooks.test", scheme="https"),
+            "wrong": server.url("/ok/y", host="other.test", scheme="https"),
+        }
+        told: list[str] = []
+        async with Notifier(
+            _resolver(urls), limits, resolve_host=lambda h: dns[h], verify=client_ctx
+        ) as notifier:
+            sinks = [SinkSpec("good", SinkKind.WEBHOOK, "good"), SinkSpec("wrong", SinkKind.WEBHOOK, "wrong")]
+            notifier.send(EVENT, sinks, on_failure=lambda sink, why: told.append(f"{sink.name}: {why}"))
+            await asyncio.wait_for(notifier.join(), 10)
+        seen = server.of("ok")
+    assert [s.path for s in seen] == ["/ok/x"] and seen[0].host == f"hooks.test:{server.server_address[1]}"
+    assert len(told) == 1 and told[0].startswith("wrong: connection failed (ConnectError"), told
+
+
+async def test_a_hanging_sink_holds_only_its_own_lane() -> None:
+    """Three notifications stuck behind one watch's hanging sink; another watch's (and the same watch's other)
+    sink is served at once, while the hanging one still holds its connection."""
+    with sink_server() as server:
+        resolve = _resolver({"hang": server.url("/hang/x"), "ok": server.url("/ok/x")})
+        limits = dataclasses.replace(
+            FAST, workers=2, request_timeout_seconds=20.0, deadline_seconds=30.0, attempts=1
+        )
+        async with Notifier(resolve, limits) as notifier:
+            for _ in range(3):
+                notifier.capture_landed(EVENT, [SinkSpec("hangs", SinkKind.WEBHOOK, "hang")])
+            other = dataclasses.replace(EVENT, memorywatch="payments")
+            notifier.capture_landed(other, [SinkSpec("works", SinkKind.WEBHOOK, "ok")])
+            notifier.capture_landed(EVENT, [SinkSpec("works-too", SinkKind.WEBHOOK, "ok")])
+            for _ in range(250):
+                if len(server.of("ok")) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(server.of("ok")) == 2, "the healthy sinks were served while the other lane hung"
+            assert len(server.of("hang")) == 1 and notifier.pending == 3, (
+                "one hanging job at a time, two waiting"
+            )
+            server.release.set()
+            await asyncio.wait_for(notifier.join(), 10)
+        assert len(server.of("hang")) == 3

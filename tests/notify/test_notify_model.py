@@ -3,6 +3,7 @@ built from a capture's manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,11 +11,15 @@ import pytest
 from memorywatch.notify import (
     SCHEMA,
     CaptureLanded,
+    EventType,
+    NotifyError,
     SinkKind,
     SinkUrlRefused,
     backoff_delays,
     body_for,
+    check_sink_host,
     check_sink_url,
+    encode_body,
     event_from_manifest,
     slack_body,
     webhook_body,
@@ -68,10 +73,6 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
         ("http://hooks.example.com/x", "https://"),
         ("ftp://hooks.example.com/x", "https://"),
         ("https://user:pw@hooks.example.com/x", "user:password"),
-        ("https://169.254.169.254/latest/meta-data", "link-local"),
-        ("https://[fe80::1]/x", "link-local"),
-        ("https://127.0.0.1:8080/x", "loopback"),
-        ("https://localhost/x", "localhost"),
         ("https:///x", "no host"),
         ("https://[::1/x", "does not parse"),
     ],
@@ -87,11 +88,77 @@ def test_accepted_urls() -> None:
         check_sink_url(" https://hooks.slack.com/services/T0/B0/secret ")
         == "https://hooks.slack.com/services/T0/B0/secret"
     )
-    assert (
-        check_sink_url("http://127.0.0.1:9/x", allow_http=True, allow_loopback=True) == "http://127.0.0.1:9/x"
-    )
-    with pytest.raises(SinkUrlRefused):
-        check_sink_url("http://169.254.169.254/", allow_http=True, allow_loopback=True)
+    assert check_sink_url("http://127.0.0.1:9/x", allow_http=True) == "http://127.0.0.1:9/x"
+    with pytest.raises(SinkUrlRefused, match=r"notify\.allowHTTP"):
+        check_sink_url("http://hooks.example.com/x")
+
+
+DNS = {
+    "hooks.slack.com": ["54.1.2.3"],
+    "metadata.internal": ["169.254.169.254"],
+    "rebind.example.com": ["54.1.2.3", "10.0.0.7"],
+    "localhost": ["127.0.0.1", "::1"],
+    "hooks.team.svc.cluster.local": ["10.96.0.10"],
+}
+
+
+def fake_dns(host: str) -> list[str]:
+    if host not in DNS:
+        raise OSError("no such host")
+    return DNS[host]
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("metadata.internal", "link-local"),
+        ("127.0.0.1", "loopback"),
+        ("localhost", "loopback"),
+        ("rebind.example.com", "private (cluster-internal)"),  # any address counts, not the first
+        ("hooks.team.svc.cluster.local", "private (cluster-internal)"),
+        ("nowhere.example.com", "cannot resolve"),
+    ],
+)
+def test_sink_hosts_follow_the_s3_egress_rule(host: str, why: str) -> None:
+    with pytest.raises(SinkUrlRefused) as err:
+        check_sink_host(host, (), fake_dns)
+    message = str(err.value)
+    assert why in message and "notify.allowedCIDRs" in message
+    if host.endswith(".com") or host.endswith(".local"):
+        assert host not in message  # a sink's host name is not repeated in events and logs
+
+
+def test_listed_cidrs_let_sinks_in_but_never_metadata_unless_listed() -> None:
+    assert check_sink_host("hooks.slack.com", (), fake_dns) == ["54.1.2.3"]
+    assert check_sink_host("localhost", ("127.0.0.0/8", "::1/128"), fake_dns) == ["127.0.0.1", "::1"]
+    assert check_sink_host("hooks.team.svc.cluster.local", ("10.96.0.0/12",), fake_dns) == ["10.96.0.10"]
+    with pytest.raises(SinkUrlRefused, match="link-local"):
+        check_sink_host("metadata.internal", ("10.0.0.0/8", "127.0.0.0/8"), fake_dns)
+
+
+def test_every_event_type_has_its_body_and_title() -> None:
+    for type_, name, title in [
+        (EventType.BREACH, "LeakDetected", "leak detected"),
+        (EventType.CAPTURE, "CaptureLanded", "profiles captured"),
+        (EventType.ACTION, "ActionTaken", "action"),
+        (EventType.FAILURE, "CaptureFailed", "capture failed"),
+    ]:
+        event = dataclasses.replace(EVENT, type=type_)
+        assert webhook_body(event)["event"] == name
+        assert title in slack_body(event)["text"]
+    bare = dataclasses.replace(EVENT, type=EventType.BREACH, location="")
+    assert "Capture:" not in slack_body(bare)["text"]
+
+
+def test_the_body_is_cut_to_its_byte_limit() -> None:
+    big = dataclasses.replace(EVENT, summary="x" * 900, errors=("e" * 300,) * 10)
+    assert len(encode_body(SinkKind.WEBHOOK, big, 100_000)) > 4000
+    small = encode_body(SinkKind.WEBHOOK, big, 1500)
+    assert len(small) <= 1500 and json.loads(small)["location"] == EVENT.location
+    with pytest.raises(NotifyError, match="over the 200-byte limit"):
+        encode_body(SinkKind.SLACK, big, 200)
 
 
 def test_the_event_comes_from_the_manifest() -> None:

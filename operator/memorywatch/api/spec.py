@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from memorywatch.api.notify_config import NotifySpec, parse_notify
 from memorywatch.api.rules_config import ConfigError, default_rules, rules_from_dicts
 from memorywatch.api.units import UnitError, parse_duration, parse_quantity
 from memorywatch.rules.model import RuleSpec
@@ -132,6 +133,7 @@ class WatchSpec:
     capture: CaptureSpec
     action: ActionSpec
     suspend: bool = False
+    notify: NotifySpec | None = None  # spec.notify (api/notify_config.py)
 
 
 class _Reader:
@@ -283,6 +285,7 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
         )
     if action.type == "Scale" and action.scale_max_replicas is None:
         r.problems.append("spec.action.scale.maxReplicas is required when spec.action.type is Scale")
+    notify = parse_notify(spec.get("notify"), r.problems)
     if r.problems:
         raise SpecError(r.problems)
     return WatchSpec(
@@ -293,4 +296,5 @@ def parse_spec(spec: Mapping[str, Any]) -> WatchSpec:
         capture=capture,
         action=action,
         suspend=bool(spec.get("suspend", False)),
+        notify=notify,
     )

@@ -6,6 +6,8 @@
 - `posting.EventPoster`: Kubernetes Events, aggregated (never one per tick).
 - `policy.decide_action`: whether to act on a captured pod; the single entry point for action guardrails.
 - `acting.ActionExecutor`: carries out a decision and records the outcome.
+- `notifying.WatchNotifications`: `spec.notify` (messages, event choice, rate limit, sink URLs from the
+  watch's namespace) handed to the operator's one `notify.Notifier` without waiting.
 - `supervise`: task supervision with backoff; `queue.EventQueue`: the bounded engine-event queue;
   `faults.FaultBook`: what is currently broken (the Degraded condition); `lag`: the event-loop lag metric.
 - `ports`: the small protocols these parts need from the Kubernetes API (fakes implement them in tests).

@@ -70,6 +70,8 @@ class ActionExecutor:
         #: the MemoryWatch's uid, and the uid of the pod profiled under a name (set by the controller)
         self.watch_uid: str | None = None
         self.pod_uid: Callable[[str], str | None] = lambda pod: None
+        #: told each outcome of an attempted action (the controller queues its notification; never blocks)
+        self.on_outcome: Callable[[ActionOutcome], None] = lambda outcome: None
 
     async def after_capture(self, pod: str, action: ActionSpec) -> None:
         if action.type == "None":
@@ -135,6 +137,7 @@ class ActionExecutor:
         self.log.record(now, o.pod, subject, o.action, o.dry_run, result, o.message)
         await self._write_status()
         await self._poster.on_watch(type_, reason, f"{o.action} {subject} (pod {o.pod}): {o.message}")
+        self.on_outcome(o)
         if o.performed:
             await self._poster.on_pod(
                 o.pod, "Normal", reason, f"MemoryWatch {self._poster.name}: {o.message}"

@@ -1,5 +1,6 @@
 """Turns the engine's events into what the controller records: target health, faults (Degraded), breaches
-(write-ahead cooldown, LeakDetected), captures (status.captures, then the action) and metrics."""
+(write-ahead cooldown, LeakDetected), captures (status.captures, then the action), metrics, and notifications
+(`spec.notify`, queued after the record is written and before the action: they never wait for a sink)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import logging
 from typing import TYPE_CHECKING
 
 from memorywatch import metrics
+from memorywatch.actions import ActionOutcome
 from memorywatch.control.faults import Fault
+from memorywatch.control.notifying import (
+    action_notification,
+    breach_notification,
+    capture_notification,
+    failure_notification,
+    kind_of,
+)
 from memorywatch.control.status import iso
 from memorywatch.engine.events import (
     BreachEvent,
@@ -22,6 +31,7 @@ from memorywatch.engine.events import (
 
 if TYPE_CHECKING:
     from memorywatch.control.watch import WatchController
+    from memorywatch.notify import Notification
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,8 @@ class EventHandler:
             c.store.error = event.error
             text = f"pod {event.target}, rule {event.rule}: {event.error}"
             await c.poster.on_watch("Warning", "CaptureFailed", text)
+            kind = kind_of(c.spec.rules, event.rule) if c.spec else ""
+            self._notify(failure_notification(c.namespace, c.name, kind, event))
         elif isinstance(event, NoteEvent):
             log.info("%s/%s pod %s: %s", c.namespace, c.name, event.target, event.message)
 
@@ -76,6 +88,7 @@ class EventHandler:
         text = f"rule {b.rule} ({b.kind}) on pod {event.target}: {b.message}"
         await c.poster.on_watch("Warning", "LeakDetected", text)
         await c.poster.on_pod(event.target, "Warning", "LeakDetected", f"MemoryWatch {c.name}: {b.message}")
+        self._notify(breach_notification(c.namespace, c.name, event))
 
     async def _capture(self, event: CaptureEvent) -> None:
         c = self.c
@@ -98,6 +111,8 @@ class EventHandler:
         await c.poster.on_pod(
             event.target, "Normal", "ProfilesCaptured", f"MemoryWatch {c.name}: {event.location}"
         )
+        kind = kind_of(c.spec.rules, event.rule) if c.spec else ""
+        self._notify(capture_notification(c.namespace, c.name, kind, event))
         if c.spec is not None and c.spec.action.type != "None":
             action = c.spec.action
             await c.supervisor.attempt(
@@ -106,3 +121,15 @@ class EventHandler:
                 target=event.target,
                 retry=False,
             )
+
+    def action_done(self, outcome: ActionOutcome) -> None:
+        """Called by the executor with each action's outcome (synchronous: it only queues)."""
+        c = self.c
+        capture = next((x for x in c.captures if x.get("pod") == outcome.pod), None)
+        n = action_notification(c.namespace, c.name, outcome, c.clock(), capture)
+        if n is not None:
+            self._notify(n)
+
+    def _notify(self, n: Notification) -> None:
+        spec = self.c.spec.notify if self.c.spec is not None else None
+        self.c.notifications.send(spec, n)

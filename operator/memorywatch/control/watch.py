@@ -19,6 +19,7 @@ from memorywatch.api.spec import SpecError, WatchSpec, parse_spec
 from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
+from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
 from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
@@ -95,6 +96,7 @@ class WatchController:
         backoff: Backoff = DEFAULT_BACKOFF,
         max_events: int = DEFAULT_MAX_EVENTS,
         reconcile_seconds: float = RECONCILE_SECONDS,
+        notifier: Sender | None = None,
     ) -> None:
         self.kube = kube
         self.scraper = scraper
@@ -126,7 +128,9 @@ class WatchController:
         )
         self.executor.watch_uid = uid
         self.executor.pod_uid = self._pod_uid
+        self.notifications = WatchNotifications(notifier, self.poster, self.secrets, namespace, name, clock)
         self.events = EventHandler(self)
+        self.executor.on_outcome = self.events.action_done
         self._facts = WatchFacts(generation=0)
         self._last_status: dict[str, Any] | None = None
         self._leak: str | None = None
@@ -176,6 +180,7 @@ class WatchController:
             await self._drain_events()
             await self.supervisor.close()
             await self.reporter.close()
+            await self.notifications.close()
             self.resolver.cleanup()
 
     async def _stop_watcher(self) -> None:

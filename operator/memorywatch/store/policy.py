@@ -91,23 +91,39 @@ def check_endpoint(endpoint: str | None, policy: S3Policy, resolve: Resolver) ->
             f"{field} {endpoint}: host {host_port} is not in the Helm value store.s3Policy.allowedEndpoints "
             f"(it lists {listed}); ask the platform team to add it"
         )
-    addresses = _addresses(host, resolve, f"{field} {endpoint}")
-    for text in addresses:
+    try:
+        check_addresses(host, policy.allowed_cidrs, resolve)
+    except EgressRefused as e:
+        raise S3PolicyError(
+            f"{field} {endpoint}: {e}; refused unless the Helm value store.s3Policy.allowedCIDRs lists it"
+        ) from None
+
+
+class EgressRefused(ValueError):
+    """A host the operator must not connect to for a tenant; the message says why (the caller adds the field)."""
+
+
+def check_addresses(host: str, allowed_cidrs: Sequence[str], resolve: Resolver) -> list[str]:
+    """The addresses `host` resolves to, if every one is public or inside `allowed_cidrs`; else EgressRefused.
+
+    The one egress rule for tenant-given hosts (S3 endpoints, notification sinks): loopback, link-local
+    (cloud metadata), private and shared (cluster Services and pods), unspecified, multicast and reserved
+    addresses, and in-cluster names (*.svc, *.cluster.local), only when a listed CIDR allows them."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in allowed_cidrs]
+    out = []
+    for text in _addresses(host, resolve):
         address = ipaddress.ip_address(text.split("%", 1)[0])
         why = address_class(address)
-        if why is not None and not policy._listed(address):
-            raise S3PolicyError(
-                f"{field} {endpoint}: {host} resolves to {address}, {why}; refused unless the Helm value "
-                "store.s3Policy.allowedCIDRs lists it"
-            )
-    if (host.endswith(".svc") or host.endswith(".cluster.local")) and not policy.allowed_cidrs:
-        raise S3PolicyError(
-            f"{field} {endpoint}: {host} is a cluster-internal name; refused unless the Helm value "
-            "store.s3Policy.allowedCIDRs lists the addresses it resolves to"
-        )
+        if why is not None and not any(address in n for n in nets if n.version == address.version):
+            said = f"{host} is" if text == host else f"{host} resolves to {address},"
+            raise EgressRefused(f"{said} {why}")
+        out.append(str(address))
+    if (host.endswith(".svc") or host.endswith(".cluster.local")) and not nets:
+        raise EgressRefused(f"{host} is a cluster-internal name")
+    return out
 
 
-def _addresses(host: str, resolve: Resolver, what: str) -> list[str]:
+def _addresses(host: str, resolve: Resolver) -> list[str]:
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
@@ -115,9 +131,9 @@ def _addresses(host: str, resolve: Resolver, what: str) -> list[str]:
     try:
         addresses = list(resolve(host))
     except OSError as e:
-        raise S3PolicyError(f"{what}: cannot resolve {host}: {e}") from None
+        raise EgressRefused(f"cannot resolve {host}: {e}") from None
     if not addresses:
-        raise S3PolicyError(f"{what}: {host} resolves to no address")
+        raise EgressRefused(f"{host} resolves to no address")
     return addresses
 
 
