@@ -27,6 +27,7 @@ ALERTS = {
     "MemoryWatchStoreDegraded",
     "MemoryWatchStoreFull",
     "MemoryWatchScrapesFailing",
+    "MemoryWatchNotificationsFailing",
     "MemoryWatchOperatorDown",
 }
 UNIT_TESTS = pathlib.Path(__file__).with_name("prometheusrule_test.yaml")
