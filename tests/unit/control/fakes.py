@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from memorywatch.actions import ActContext, ActionOutcome, Workload
@@ -140,6 +140,13 @@ class SyntheticScraper:
 
     async def fetch_text(self, target: TargetConfig, name: str, **_: Any) -> Any:
         raise ScrapeError(target.display_name, name, "not served by the synthetic scraper")
+
+    async def fetch_profile_info(self, target: TargetConfig, name: str, **_: Any) -> Any:
+        raise ScrapeError(target.display_name, name, "not served by the synthetic scraper")
+
+    async def parse_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """pprof jobs run inline: the fake serves no profile, so they only ever see empty input."""
+        return fn(*args)
 
 
 class RecordingActions:

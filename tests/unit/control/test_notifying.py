@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -41,7 +41,6 @@ from memorywatch.notify import (
     UrlResolver,
 )
 from memorywatch.rules.model import Breach, RuleKind
-from memorywatch.scrape import ScrapeError, TargetConfig
 from notify.sink_server import sink_server
 
 CAPTURE = CaptureEvent(
@@ -172,17 +171,6 @@ async def test_urls_come_from_the_watch_namespace_and_failures_are_warnings_with
 LEAK_RULES = [{"name": "goroutines", "kind": "Threshold", "expression": "goroutines > 120"}]
 
 
-class CapturingScraper(SyntheticScraper):
-    """The synthetic scraper with what a capture also calls: profiles are refused (the capture is partial)
-    and pprof jobs run inline."""
-
-    async def fetch_profile_info(self, target: TargetConfig, name: str, **_: Any) -> Any:
-        raise ScrapeError(target.display_name, name, "not served by the synthetic scraper")
-
-    async def parse_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args)
-
-
 LIMITS = NotifyLimits(
     request_timeout_seconds=1.0, connect_timeout_seconds=1.0, deadline_seconds=3.0, attempts=2,
     first_backoff_seconds=0.05, allow_http=True, allowed_cidrs=("127.0.0.0/8",),
@@ -203,7 +191,7 @@ async def test_a_capture_reaches_a_real_webhook_once_and_a_hanging_sink_delays_n
         kube.secrets[("ns", "hook")] = {"webhook": server.url("/ok/T0/S3CR3T")}
         kube.secrets[("ns", "hang")] = {"url": server.url("/hang/S3CR3T")}
         async with Notifier(limits=LIMITS) as notifier:
-            scraper = CapturingScraper(clock, growth=50)
+            scraper = SyntheticScraper(clock, growth=50)
             c = controller(tmp_path, kube, clock, scraper, notifier=notifier)
             async with Running(c, body(1, rules=LEAK_RULES, notify=notify)):
                 await until(lambda: c.captures, "a capture")
@@ -251,7 +239,7 @@ async def test_the_controller_sends_the_chosen_events_of_a_capture_and_its_actio
         "sinks": [{"name": "team", "type": "Slack", "urlSecretRef": {"name": "hook"}}],
         "events": ["Breach", "Capture", "Action"],
     }
-    c = controller(tmp_path, kube, clock, CapturingScraper(clock, growth=50), actions, notifier=sender)
+    c = controller(tmp_path, kube, clock, SyntheticScraper(clock, growth=50), actions, notifier=sender)
     spec = body(1, rules=LEAK_RULES, notify=notify, action={"type": "EvictPod", "cooldown": "1h"})
     async with Running(c, spec):
         await until(lambda: len(sender.sent) >= 3, "breach, capture and action notifications")
