@@ -247,7 +247,9 @@ async def _main(
         # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
         act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
-        memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=act_runner)
+        memo = kopf.Memo(
+            kube=kube, scraper=scraper, make_store=make_store, actions=act_runner, volume=default_store
+        )
         ready = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(
