@@ -5,13 +5,15 @@ A leak's capture produces a MemoryCapture in the service's namespace, owned by t
 sha256 digests match what is in the operator's PVC; `kubectl get memorycaptures` shows the printer columns; a
 namespace viewer (the built-in `view` role, through the chart's aggregated memorywatch-capture-viewer) lists them
 and cannot delete them; deleting a MemoryCapture deletes its folder in the PVC (the finalizer); deleting the
-MemoryWatch garbage-collects its MemoryCaptures (kube-controller-manager's garbage collector) and so their files.
+MemoryWatch garbage-collects its MemoryCaptures (kube-controller-manager's garbage collector) and so their files;
+deleting a MemoryCapture of a watch capturing into S3 (versitygw) deletes exactly its objects.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pathlib
+import uuid
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from e2e_harness import Cluster
 from operator_support import GROUP, VERSION, dump, get_mw, memorywatch, new_namespace, wait_for
 
 # The operator fixture (helm install of the chart with the built image) is test_operator.py's, reused as is.
-from test_operator import Operator, _apply, _deploy, mw_operator  # noqa: F401
+from test_operator import Operator, _apply, _deploy, _secret, mw_operator  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 CAPTURES = "memorycaptures"
@@ -114,3 +116,44 @@ def test_memorycaptures_follow_captures_and_their_deletion_deletes_files(
     wait_for(lambda: not _captures(op, ns), 120, "the garbage collector to delete the MemoryCaptures",
                lambda: dump(_captures(op, ns)))  # fmt: skip
     assert not any(f.exists() for f in folders), "the finalizer deleted their files"
+
+
+def test_deleting_an_s3_memorycapture_deletes_its_objects(
+    mw_operator: Operator,  # noqa: F811 - the fixture imported above
+    cluster: Cluster,
+) -> None:
+    """The finalizer rebuilds the watch's S3 store from the settings the MemoryCapture recorded, with the
+    credentials from the Secret in the watch's namespace (by consent), and deletes exactly that capture."""
+    import boto3
+
+    op = mw_operator
+    ns = new_namespace(op.core, "e2e-mcap-s3")
+    bucket = f"mw-mcap-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, aws_access_key_id=cluster.s3_access_key,
+                      aws_secret_access_key=cluster.s3_secret_key, region_name="us-east-1")  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    keys = {"AWS_ACCESS_KEY_ID": cluster.s3_access_key, "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key}
+    _secret(op, ns, "s3-creds", keys)
+    _deploy(op, ns, "spinner", "goroutine-leak", rate=20)
+    storage = {"s3": {"bucket": bucket, "prefix": "captures", "endpoint": cluster.s3_endpoint,
+                      "region": "us-east-1", "credentialsSecretRef": {"name": "s3-creds"}}}  # fmt: skip
+    _apply(op, ns, memorywatch("spinner", "spinner", capture={"storage": storage}))
+
+    first = wait_for(lambda: _captures(op, ns), 300, "a MemoryCapture in S3",
+                     lambda: dump(get_mw(op.custom, ns, "spinner").get("status") or {}))[0]  # fmt: skip
+    stored = first["spec"]["storage"]
+    assert stored["location"].startswith(f"s3://{bucket}/captures/{ns}/spinner/"), dump(stored)
+    assert stored["storedIn"] == "primary" and stored["s3"]["credentialsSecretRef"]["name"] == "s3-creds"
+    prefix = f"captures/{stored['path']}/"
+
+    def objects() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents") or []]
+
+    names = {k.rsplit("/", 1)[-1] for k in objects()}
+    assert {f["name"] for f in first["spec"]["files"]} <= names
+    for f in first["spec"]["files"]:
+        if f.get("sha256"):
+            body = s3.get_object(Bucket=bucket, Key=prefix + f["name"])["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == f["sha256"], f["name"]
+    cluster.kubectl("-n", ns, "delete", CAPTURES, first["metadata"]["name"], "--wait=true", "--timeout=90s")
+    assert objects() == [], "the capture's objects are gone"

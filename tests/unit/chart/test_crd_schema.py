@@ -295,6 +295,10 @@ def test_memorycapture_crd_names_columns_and_a_bounded_documented_schema() -> No
         "Namespaced",
         "MemoryCapture",
     )
+    # The category `memorywatch` would shadow MemoryWatch's singular: `kubectl delete memorywatch NAME` failed
+    # with "you must specify only one resource" (found by the e2e).
+    assert "memorywatch" not in spec["names"].get("categories", [])
+    assert spec["names"]["shortNames"] == ["mcap"]
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"] if not c.get("priority")}
