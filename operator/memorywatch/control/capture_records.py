@@ -105,6 +105,8 @@ class CaptureRecords:
             pass  # created before (a retry whose answer was lost): the same capture, the same name
         except KubeError as e:
             self.pending.pop(name, None)
+            if e.status in (400, 422):  # the API server refuses the body itself: trying again cannot help
+                return f"{e} (not retried)"
             self.pending[name] = body
             while len(self.pending) > MAX_PENDING:
                 dropped = next(iter(self.pending))
@@ -133,7 +135,8 @@ class CaptureRecords:
                 "Warning",
                 "CaptureRecordFailed",
                 f"the capture of pod {event.target} is stored at {event.location}, but its MemoryCapture {name} "
-                f"could not be created ({error}); retrying every {self.sweep_seconds:.0f}s",
+                f"could not be created ({error})"
+                + (f"; retrying every {self.sweep_seconds:.0f}s" if name in self.pending else ""),
             )
         return name, error
 

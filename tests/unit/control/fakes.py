@@ -13,7 +13,14 @@ from typing import Any
 
 from memorywatch.actions import ActContext, ActionOutcome, Workload
 from memorywatch.control.status import iso
-from memorywatch.k8s import ApiUnavailable, ConflictError, NotFoundError, ObjectRef, TooManyRequests
+from memorywatch.k8s import (
+    ApiUnavailable,
+    ConflictError,
+    KubeError,
+    NotFoundError,
+    ObjectRef,
+    TooManyRequests,
+)
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules.model import Probe
 from memorywatch.samples import Sample
@@ -57,6 +64,7 @@ class FakeKube:
         #: MemoryCaptures by (namespace, name); `captures_fail` makes every create answer 503.
         self.captures: dict[tuple[str, str], dict[str, Any]] = {}
         self.captures_fail = False
+        self.captures_invalid = False
         #: The creationTimestamp the next MemoryCaptures get (tests move it).
         self.created_at = T0
 
@@ -79,6 +87,8 @@ class FakeKube:
         name = str(body["metadata"]["name"])
         if self.captures_fail:
             raise ApiUnavailable(f"create MemoryCapture {namespace}/{name}: 503 Service Unavailable", 503)
+        if self.captures_invalid:
+            raise KubeError(f"create MemoryCapture {namespace}/{name}: 422 Unprocessable Entity", 422)
         if (namespace, name) in self.captures:
             raise ConflictError(f"create MemoryCapture {namespace}/{name}: 409 Conflict", 409)
         stored = {k: v for k, v in body.items() if k != "status"}  # a status subresource: ignored on create

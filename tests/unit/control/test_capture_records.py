@@ -86,6 +86,18 @@ async def test_a_failed_create_keeps_the_capture_says_so_and_is_retried(tmp_path
     assert kube.captures[("ns", name)]["status"]["action"]["result"] == "Done"
 
 
+async def test_a_body_the_api_server_refuses_is_not_retried(tmp_path: pathlib.Path) -> None:
+    clock, kube = FakeClock(), FakeKube()
+    store = FilesystemStore(tmp_path)
+    location, manifest = write_capture(store)
+    r = records(kube, clock)
+    kube.captures_invalid = True
+    _, error = await r.record(event(location, manifest), None, store.location, None)
+    assert error is not None and "422" in error and "not retried" in error
+    assert not r.pending and kube.warnings("CaptureRecordFailed")
+    assert [ref.location for ref in store.list()] == [location], "the files stay"
+
+
 async def test_the_sweep_deletes_the_objects_whose_files_retention_pruned(tmp_path: pathlib.Path) -> None:
     clock, kube = FakeClock(), FakeKube()
     store = FilesystemStore(tmp_path)
