@@ -116,6 +116,8 @@ def test_memorycaptures_follow_captures_and_their_deletion_deletes_files(
     wait_for(lambda: not _captures(op, ns), 120, "the garbage collector to delete the MemoryCaptures",
                lambda: dump(_captures(op, ns)))  # fmt: skip
     assert not any(f.exists() for f in folders), "the finalizer deleted their files"
+    op.core.delete_namespace(ns)
+    op.core.delete_namespace(other)
 
 
 def test_deleting_an_s3_memorycapture_deletes_its_objects(
@@ -157,3 +159,7 @@ def test_deleting_an_s3_memorycapture_deletes_its_objects(
             assert hashlib.sha256(body).hexdigest() == f["sha256"], f["name"]
     cluster.kubectl("-n", ns, "delete", CAPTURES, first["metadata"]["name"], "--wait=true", "--timeout=90s")
     assert objects() == [], "the capture's objects are gone"
+    # Leave nothing with a finalizer behind for after the operator is uninstalled.
+    cluster.kubectl("-n", ns, "delete", "memorywatch", "spinner", "--wait=true", "--timeout=90s")
+    wait_for(lambda: not _captures(op, ns), 120, "the garbage collector to delete the MemoryCaptures")
+    op.core.delete_namespace(ns)
