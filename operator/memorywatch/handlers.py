@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
 import kopf
 
 from memorywatch import metrics
+from memorywatch.api.capture_object import FINALIZER as CAPTURE_FINALIZER
+from memorywatch.control.capture_files import delete_capture_files
 from memorywatch.control.watch import ControllerFailed, WatchController
-from memorywatch.k8s.client import GROUP, PLURAL, VERSION
+from memorywatch.k8s.client import CAPTURE_PLURAL, GROUP, PLURAL, VERSION
 from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
 
 FINALIZER = "memorywatch.io/finalizer"
+assert FINALIZER == CAPTURE_FINALIZER, "MemoryCaptures are created with kopf's finalizer already set"
 
 
 @kopf.on.startup()
@@ -91,3 +95,21 @@ async def watch_memorywatch(
         raise kopf.TemporaryError(str(e), delay=RESTART_BACKOFF_SECONDS) from e
     finally:
         metrics.WATCHES.dec()
+
+
+@kopf.on.delete(GROUP, VERSION, CAPTURE_PLURAL)
+async def delete_memorycapture_files(
+    body: kopf.Body, retry: int, runtime: datetime.timedelta, memo: Any, **_: Any
+) -> None:
+    """Deleting a MemoryCapture deletes its files (control/capture_files.py); kopf keeps the finalizer and calls
+    again after the delay while the store is unreachable (bounded: given up after an hour)."""
+    again = await delete_capture_files(
+        dict(body),
+        volume=memo.volume,
+        make_store=memo.make_store,
+        events=memo.kube,
+        retry=retry,
+        elapsed_seconds=runtime.total_seconds(),
+    )
+    if again is not None:
+        raise kopf.TemporaryError(again.message, delay=again.delay_seconds)

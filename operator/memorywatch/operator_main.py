@@ -257,7 +257,12 @@ async def _main(
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
         act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
         memo = kopf.Memo(
-            kube=kube, scraper=scraper, make_store=make_store, actions=act_runner, notifier=notifier
+            kube=kube,
+            scraper=scraper,
+            make_store=make_store,
+            actions=act_runner,
+            notifier=notifier,
+            volume=default_store,
         )
         ready = asyncio.Event()
         operator = asyncio.create_task(

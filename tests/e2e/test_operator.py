@@ -72,19 +72,20 @@ class Operator:
 
 
 def _adopt_crd(cluster: Cluster, namespace: str) -> None:
-    """Other suites apply the CRD directly; let this release own it (helm's documented adoption)."""
-    crd = "memorywatches.memorywatch.io"
-    if cluster.kubectl("get", "crd", crd, check=False).returncode != 0:
-        return
-    cluster.kubectl(
-        "annotate",
-        "crd",
-        crd,
-        f"meta.helm.sh/release-name={RELEASE}",
-        f"meta.helm.sh/release-namespace={namespace}",
-        "--overwrite",
-    )
-    cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    """Other suites apply the CRDs directly, and an earlier release keeps them (crds.keep); let this release own
+    them (helm's documented adoption)."""
+    for crd in ("memorywatches.memorywatch.io", "memorycaptures.memorywatch.io"):
+        if cluster.kubectl("get", "crd", crd, check=False).returncode != 0:
+            continue
+        cluster.kubectl(
+            "annotate",
+            "crd",
+            crd,
+            f"meta.helm.sh/release-name={RELEASE}",
+            f"meta.helm.sh/release-namespace={namespace}",
+            "--overwrite",
+        )
+        cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ objects are refused on read.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -265,3 +266,24 @@ def test_invalid_settings_are_refused_up_front() -> None:
         S3Store("a/b")
     with pytest.raises(StoreUnavailable, match="cannot set up the S3 client"):
         S3Store("captures", endpoint_url="not a url", access_key_id="k", secret_access_key="s").list()
+
+
+def test_delete_removes_exactly_one_capture_and_refuses_anything_but_a_capture_path(
+    s3_server: S3Server, bucket: str, go_fixtures_dir: pathlib.Path
+) -> None:
+    """The MemoryCapture finalizer's delete: that capture's objects, not its neighbour's (same prefix)."""
+    store = s3_server.store(bucket, "prod/captures")
+    store.check_writable()
+    files = _files(go_fixtures_dir)
+    _write_capture(store, KEY, files)
+    _write_capture(store, CaptureKey(KEY.namespace, KEY.memorywatch, KEY.pod, WHEN, "heap"), files)
+    gone, neighbour = sorted(store.list(), key=lambda r: r.path, reverse=True)
+    assert gone.path.endswith("-heap-growth") and neighbour.path.endswith("Z-heap")
+    assert store.delete(gone) is True
+    assert store.list() == [neighbour]
+    assert all(not k.startswith(f"prod/captures/{gone.path}/") for k in s3_server.keys(bucket))
+    assert store.delete(gone) is False, "already gone"
+    for bad in ("shop", "shop/checkout-leaks", f"{neighbour.path}/..", "../x/y/z"):
+        with pytest.raises(CaptureNotFound, match="not a capture path"):
+            store.delete(dataclasses.replace(neighbour, path=bad))
+    assert store.list() == [neighbour]

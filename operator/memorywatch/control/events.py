@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_STATUS_CAPTURES = 10
+MAX_STATUS_CAPTURES = 5  # the newest few; the full record of every capture is its MemoryCapture
 
 
 class EventHandler:
@@ -96,13 +96,17 @@ class EventHandler:
         metrics.WATCH_CAPTURES.labels(c.namespace, c.name, "ok" if not event.errors else "partial").inc()
         c.store.error = None
         c.faults.capture_ok(event.target, event.time)
+        record, record_error = await self._record(event)
         entry = {
             "time": iso(event.time),
             "pod": event.target,
             "rule": event.rule,
             "location": event.location,
             "summary": event.summary[:1000],
+            "memoryCapture": record,
         }
+        if record_error is not None:
+            entry["memoryCaptureError"] = record_error[:1000]
         c.captures.insert(0, entry)
         del c.captures[MAX_STATUS_CAPTURES:]
         await c.write_status(force=True)
@@ -115,12 +119,31 @@ class EventHandler:
         self._notify(capture_notification(c.namespace, c.name, kind, event))
         if c.spec is not None and c.spec.action.type != "None":
             action = c.spec.action
+            newest = c.executor.log.entries[0] if c.executor.log.entries else None
             await c.supervisor.attempt(
                 "action",
                 lambda: c.executor.after_capture(event.target, action),
                 target=event.target,
                 retry=False,
             )
+            outcome = c.executor.log.entries[0] if c.executor.log.entries else None
+            if outcome is not None and outcome is not newest and outcome.get("pod") == event.target:
+                result, message = str(outcome.get("result", "")), str(outcome.get("message", ""))
+            else:
+                result, message = "NotTaken", "no action was attempted (see the MemoryWatch's events)"
+            if record:
+                await c.records.set_action(record, action.type, result, message)
+
+    async def _record(self, event: CaptureEvent) -> tuple[str, str | None]:
+        """The capture's MemoryCapture: (its name, None or why it is missing). Never raises: the capture is
+        already stored, and status and events must still say so."""
+        c = self.c
+        location = c.store.store.location if c.store.store is not None else "?"
+        try:
+            return await c.records.record(event, c.spec, location, c.pod_uid(event.target))
+        except Exception as e:  # a bug building the object must not lose the capture's record
+            log.exception("%s/%s: MemoryCapture of %s not created", c.namespace, c.name, event.location)
+            return "", f"{type(e).__name__}: {e}"[:300]
 
     def action_done(self, outcome: ActionOutcome) -> None:
         """Called by the executor with each action's outcome (synchronous: it only queues)."""

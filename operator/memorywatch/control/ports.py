@@ -21,7 +21,19 @@ class EventSink(Protocol):
     async def event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
 
 
-class KubeApi(SecretReader, StatusWriter, EventSink, Protocol):
+class CaptureApi(Protocol):
+    """MemoryCaptures (memorywatch.api.capture_object)."""
+
+    async def create_capture(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_capture_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    async def list_captures(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+
+    async def delete_capture(self, namespace: str, name: str) -> None: ...
+
+
+class KubeApi(SecretReader, StatusWriter, EventSink, CaptureApi, Protocol):
     """Everything the controller calls on the API server."""
 
 

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from memorywatch import metrics
 from memorywatch.actions import ActionRunner
+from memorywatch.api.capture_object import Owner
 from memorywatch.api.spec import SpecError, WatchSpec, parse_spec
 from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
+from memorywatch.control.capture_records import CaptureRecords
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
 from memorywatch.control.notifying import Sender, WatchNotifications
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 5.0
 DEFAULT_BACKOFF = Backoff()
-MAX_STATUS_CAPTURES = 10
+MAX_STATUS_CAPTURES = 5  # the newest few; the full record of every capture is its MemoryCapture
 
 
 class ControlError(Exception):
@@ -127,8 +129,9 @@ class WatchController:
             actions, self.poster, namespace, self.cooldowns, ActionLog(), self._write_ahead, clock
         )
         self.executor.watch_uid = uid
-        self.executor.pod_uid = self._pod_uid
+        self.executor.pod_uid = self.pod_uid
         self.notifications = WatchNotifications(notifier, self.poster, self.secrets, namespace, name, clock)
+        self.records = CaptureRecords(kube, self.poster, Owner(namespace, name, uid), clock)
         self.events = EventHandler(self)
         self.executor.on_outcome = self.events.action_done
         self._facts = WatchFacts(generation=0)
@@ -136,7 +139,7 @@ class WatchController:
         self._leak: str | None = None
         self._counted_targets = 0
 
-    def _pod_uid(self, pod: str) -> str | None:
+    def pod_uid(self, pod: str) -> str | None:
         """The uid of the pod profiled under `pod`: the runner acts only on that very pod."""
         known = self.pods.get(pod)
         return known.uid if known is not None else None
@@ -170,6 +173,7 @@ class WatchController:
                 delay = await self.supervisor.attempt(
                     "reconcile", lambda: self.reconcile(get_body(), list(get_pods())), critical=True
                 )
+                await self.supervisor.attempt("captures", self._sweep_captures)
                 interval = self.spec.interval_seconds if self.spec else self.reconcile_seconds
                 await stopped.wait(max(delay, min(self.reconcile_seconds, interval)))
         finally:
@@ -182,6 +186,15 @@ class WatchController:
             await self.reporter.close()
             await self.notifications.close()
             self.resolver.cleanup()
+
+    async def _sweep_captures(self) -> None:
+        """MemoryCaptures still to create, and those whose files retention pruned (control/capture_records)."""
+        created, _ = await self.records.sweep(self.store.store)
+        for entry in self.captures:
+            if entry.get("memoryCapture") in created:
+                entry.pop("memoryCaptureError", None)
+        if created:
+            await self.write_status(force=True)
 
     async def _stop_watcher(self) -> None:
         """Stop the engine; a capture under way completes first (Watcher.run waits for it)."""

@@ -71,6 +71,8 @@ class CaptureEvent:
     files: tuple[str, ...]
     summary: str
     errors: tuple[str, ...] = ()
+    #: The manifest the capture wrote (the operator builds its MemoryCapture from it); not in `as_json`.
+    manifest: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -438,7 +438,16 @@ class Watcher:
                 await asyncio.sleep(retry or 0.0)
                 continue
             self._send(
-                CaptureEvent(name, now, rule, result.location, result.files, result.summary, result.errors)
+                CaptureEvent(
+                    name,
+                    now,
+                    rule,
+                    result.location,
+                    result.files,
+                    result.summary,
+                    result.errors,
+                    manifest=result.manifest,
+                )
             )
             if self._settings.exit_on_breach:
                 self.breach_captured = True

@@ -23,6 +23,7 @@ T = TypeVar("T")
 GROUP = "memorywatch.io"
 VERSION = "v1alpha1"
 PLURAL = "memorywatches"
+CAPTURE_PLURAL = "memorycaptures"
 COMPONENT = "memorywatch"
 EVENT_DEDUP_SECONDS = 600.0
 
@@ -139,6 +140,57 @@ class Kube:
             PLURAL,
             name,
             {"status": dict(status)},
+        )
+
+    # --- MemoryCaptures (memorywatch.api.capture_object builds their bodies) ---------------------------
+
+    async def create_capture(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = str((body.get("metadata") or {}).get("name", ""))
+        created = await self.call(
+            f"create MemoryCapture {namespace}/{name}",
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            CAPTURE_PLURAL,
+            dict(body),
+        )
+        return dict(created)
+
+    async def patch_capture_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self.call(
+            f"patch status of MemoryCapture {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            CAPTURE_PLURAL,
+            name,
+            {"status": dict(status)},
+        )
+
+    async def list_captures(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        answer = await self.call(
+            f"list MemoryCaptures in {namespace}",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            CAPTURE_PLURAL,
+            label_selector=label_selector,
+            limit=500,
+        )
+        return [dict(i) for i in answer.get("items") or []]
+
+    async def delete_capture(self, namespace: str, name: str) -> None:
+        await self.call(
+            f"delete MemoryCapture {namespace}/{name}",
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            CAPTURE_PLURAL,
+            name,
         )
 
     async def event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:

@@ -112,6 +112,25 @@ class CaptureStore(Protocol):
     def resolve(self, ident: str) -> CaptureRef: ...
 
 
+class DeletableStore(CaptureStore, Protocol):
+    """A store that can delete a whole capture (the MemoryCapture finalizer, docs/review.md)."""
+
+    def delete(self, ref: CaptureRef) -> bool:
+        """Delete every file of the capture at `ref.path`; False when there was nothing left to delete.
+        Raises `StoreError` (the store could not be reached or refused)."""
+        ...
+
+
+def check_capture_path(path: str) -> None:
+    """A capture path is exactly `<namespace>/<memorywatch>/<pod>/<time>-<rule>`, each a safe segment: anything
+    else (`..`, a shorter prefix that would delete a whole namespace's captures) is refused."""
+    parts = path.split("/")
+    if len(parts) != 4 or any(p != safe_segment(p) or p in ("", ".", "..") for p in parts):
+        raise CaptureNotFound(
+            f"{path!r} is not a capture path (<namespace>/<memorywatch>/<pod>/<time>-<rule>)"
+        )
+
+
 def resolve_ident(refs: list[CaptureRef], ident: str) -> CaptureRef:
     """Find one capture by its full path, or by a unique suffix or substring of it (as `captures show` takes)."""
     ident = ident.strip("/")

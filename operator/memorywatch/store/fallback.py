@@ -179,3 +179,11 @@ class FallbackStore:
 
     def resolve(self, ident: str) -> CaptureRef:
         return resolve_ident(self.list(), ident)
+
+    def delete(self, ref: CaptureRef) -> bool:
+        """Delete the capture from the store that holds it (by its location)."""
+        owner = self._owner(ref)
+        delete = getattr(owner, "delete", None)
+        if delete is None:
+            raise StoreError(f"the store {owner.location} cannot delete captures")
+        return bool(delete(ref))

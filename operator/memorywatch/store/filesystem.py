@@ -24,6 +24,7 @@ from memorywatch.store.base import (
     FileRecord,
     StoreError,
     StoreUnavailable,
+    check_capture_path,
     resolve_ident,
     safe_segment,
 )
@@ -159,3 +160,23 @@ class FilesystemStore:
 
     def resolve(self, ident: str) -> CaptureRef:
         return resolve_ident(self.list(), ident)
+
+    def delete(self, ref: CaptureRef) -> bool:
+        """Delete one capture folder: renamed to a hidden partial name first (readers never see half a capture,
+        and a crash leaves only what `sweep_partials` removes), then removed."""
+        check_capture_path(ref.path)
+        folder = self.root / ref.path
+        hidden = folder.with_name(f".{folder.name}{PARTIAL_MARK}deleted")
+        try:
+            os.rename(folder, hidden)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StoreUnavailable(f"cannot delete the capture {folder}: {e.strerror}") from e
+        try:
+            shutil.rmtree(hidden)
+        except OSError as e:
+            raise StoreUnavailable(
+                f"cannot delete the capture {folder} (as {hidden.name}): {e.strerror}"
+            ) from e
+        return True

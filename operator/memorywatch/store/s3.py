@@ -55,6 +55,7 @@ from memorywatch.store.base import (
     FileRecord,
     StoreError,
     StoreUnavailable,
+    check_capture_path,
     resolve_ident,
     safe_segment,
 )
@@ -422,6 +423,22 @@ class S3Store:
 
     def resolve(self, ident: str) -> CaptureRef:
         return resolve_ident(self.list(), ident)
+
+    def delete(self, ref: CaptureRef) -> bool:
+        """Delete every object of one capture folder, the manifest first (the capture stops being visible at
+        once; what a failure leaves is a partial that the next delete, or the sweep, removes)."""
+        check_capture_path(ref.path)
+        folder = f"{self._base}{ref.path}/"
+        doing = f"cannot delete the capture {self.location_of(ref.path)}"
+        keys = [o["Key"] for o in self._objects(doing, folder, max_pages=SWEEP_MAX_PAGES)]
+        keys = [k for k in keys if "/" not in k[len(folder) :]]
+        if not keys:
+            return False
+        manifest = folder + MANIFEST_NAME
+        if manifest in keys:
+            self.delete_keys(doing, [manifest])
+        self.delete_keys(doing, [k for k in keys if k != manifest])
+        return True
 
 
 class S3PendingCapture:

@@ -9,6 +9,7 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "memorywatch"
 CRD_SOURCE = REPO / "crds" / "memorywatch.io_memorywatches.yaml"
+CAPTURE_CRD_SOURCE = REPO / "crds" / "memorywatch.io_memorycaptures.yaml"
 CRD_CHART_COPY = CHART / "files" / "crds" / "memorywatch.io_memorywatches.yaml"
 
 

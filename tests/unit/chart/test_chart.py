@@ -134,7 +134,10 @@ def test_default_rbac_is_cluster_wide_and_least_privilege(render: Render) -> Non
     for toggle in ACTION_GRANTS.values():
         assert not granted & toggle
     assert not {resource for _, resource, _ in granted} & NEVER_GRANTED
-    assert not {verb for _, _, verb in granted} & {"*", "delete", "deletecollection"}
+    # delete only for the operator's own records: a MemoryCapture whose files retention pruned.
+    deletes = {(g, r) for g, r, verb in granted if verb in {"*", "delete", "deletecollection"}}
+    assert deletes == {("memorywatch.io", "memorycaptures")}
+    assert ("memorywatch.io", "memorycaptures", "deletecollection") not in granted
     # Pods are only ever read; Secrets not even that (a namespace grants them by consent: test_chart_guardrails).
     assert {verb for _, res, verb in granted if res == "pods"} == {"get", "list", "watch"}
     assert not {verb for _, res, verb in granted if res == "secrets"}
@@ -298,14 +301,53 @@ def test_more_than_one_replica_needs_kopf_peering(helm_template: Template, rende
     assert ("kopf.dev", "clusterkopfpeerings", "patch") in operator_grants(docs)
 
 
-def test_crd_toggles(render: Render) -> None:
-    crd = only(render(), "CustomResourceDefinition")
+CRD_NAMES = ("memorywatches.memorywatch.io", "memorycaptures.memorywatch.io")
+
+
+@pytest.mark.parametrize("name", CRD_NAMES)
+def test_crd_toggles(render: Render, name: str) -> None:
+    crd = only(render(), "CustomResourceDefinition", name)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     crd = only(
-        render({"crds": {"keep": False, "annotations": {"team": "platform"}}}), "CustomResourceDefinition"
+        render({"crds": {"keep": False, "annotations": {"team": "platform"}}}),
+        "CustomResourceDefinition",
+        name,
     )
     assert crd["metadata"]["annotations"] == {"team": "platform"}
     assert not find(render({"crds": {"install": False}}), "CustomResourceDefinition")
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespaces"])
+def test_memorycapture_grants_are_the_same_least_privilege_in_both_scopes(render: Render, scope: str) -> None:
+    docs = render({"rbac": {"scope": scope}, "watchNamespaces": ["shop"]})
+    roles = (
+        find(docs, "Role", "mw-memorywatch")
+        if scope == "namespaces"
+        else [only(docs, "ClusterRole", "mw-memorywatch")]
+    )
+    for role in roles:
+        granted = {(r, v) for g, r, v in grants(role["rules"]) if r.startswith("memorycaptures")}
+        assert granted == {
+            *(("memorycaptures", v) for v in ("create", "get", "list", "watch", "delete", "patch")),
+            ("memorycaptures/status", "get"),
+            ("memorycaptures/status", "patch"),
+        }
+    if scope == "namespaces":
+        cluster = grants(only(docs, "ClusterRole", "mw-memorywatch")["rules"])
+        assert not {r for _, r, _ in cluster if r.startswith("memorycaptures")}
+
+
+def test_capture_viewer_aggregates_read_only_access_to_view(render: Render) -> None:
+    viewer = only(render(), "ClusterRole", "memorywatch-capture-viewer")
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert grants(viewer["rules"]) == {
+        ("memorywatch.io", r, v)
+        for r in ("memorycaptures", "memorycaptures/status")
+        for v in ("get", "list", "watch")
+    }
+    assert not find(
+        render({"rbac": {"aggregateClusterRoles": False}}), "ClusterRole", "memorywatch-capture-viewer"
+    )
 
 
 def test_aggregated_roles_let_view_read_and_edit_write_memorywatches(render: Render) -> None:

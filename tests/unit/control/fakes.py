@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from memorywatch.actions import ActContext, ActionOutcome, Workload
-from memorywatch.k8s import ApiUnavailable, NotFoundError, ObjectRef, TooManyRequests
+from memorywatch.control.status import iso
+from memorywatch.k8s import (
+    ApiUnavailable,
+    ConflictError,
+    KubeError,
+    NotFoundError,
+    ObjectRef,
+    TooManyRequests,
+)
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules.model import Probe
 from memorywatch.samples import Sample
@@ -53,6 +61,12 @@ class FakeKube:
         self.secret_reads = 0
         self.statuses: list[dict[str, Any]] = []
         self.events: list[PostedEvent] = []
+        #: MemoryCaptures by (namespace, name); `captures_fail` makes every create answer 503.
+        self.captures: dict[tuple[str, str], dict[str, Any]] = {}
+        self.captures_fail = False
+        self.captures_invalid = False
+        #: The creationTimestamp the next MemoryCaptures get (tests move it).
+        self.created_at = T0
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         self.secret_reads += 1
@@ -68,6 +82,36 @@ class FakeKube:
 
     async def event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         self.events.append(PostedEvent(ref.kind, ref.name, type_, reason, message))
+
+    async def create_capture(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(body["metadata"]["name"])
+        if self.captures_fail:
+            raise ApiUnavailable(f"create MemoryCapture {namespace}/{name}: 503 Service Unavailable", 503)
+        if self.captures_invalid:
+            raise KubeError(f"create MemoryCapture {namespace}/{name}: 422 Unprocessable Entity", 422)
+        if (namespace, name) in self.captures:
+            raise ConflictError(f"create MemoryCapture {namespace}/{name}: 409 Conflict", 409)
+        stored = {k: v for k, v in body.items() if k != "status"}  # a status subresource: ignored on create
+        stored["metadata"] = dict(body["metadata"], creationTimestamp=iso(self.created_at))
+        self.captures[(namespace, name)] = stored
+        return stored
+
+    async def patch_capture_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if (namespace, name) not in self.captures:
+            raise NotFoundError(f"MemoryCapture {namespace}/{name}: 404 Not Found", 404)
+        self.captures[(namespace, name)]["status"] = dict(status)
+
+    async def list_captures(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        key, _, value = label_selector.partition("=")
+        return [
+            c
+            for (ns, _), c in self.captures.items()
+            if ns == namespace and c["metadata"].get("labels", {}).get(key) == value
+        ]
+
+    async def delete_capture(self, namespace: str, name: str) -> None:
+        if self.captures.pop((namespace, name), None) is None:
+            raise NotFoundError(f"MemoryCapture {namespace}/{name}: 404 Not Found", 404)
 
     @property
     def status(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -89,3 +90,21 @@ def test_unwritable_store_is_reported(tmp_path: pathlib.Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreUnavailable, match="not writable"):
         FilesystemStore(blocker / "store").check_writable()
+
+
+def test_delete_removes_one_capture_folder_and_only_a_capture_path(tmp_path: pathlib.Path) -> None:
+    store = FilesystemStore(tmp_path)
+    store.check_writable()
+    for rule in ("heap-growth", "heap"):
+        pending = store.begin(key(rule))
+        pending.write("heap.pb.gz", b"x")
+        pending.commit({})
+    gone, neighbour = sorted(store.list(), key=lambda r: r.path, reverse=True)
+    assert store.delete(gone) is True
+    assert store.list() == [neighbour]
+    assert not list(tmp_path.glob("shop/checkout/checkout-7d9f-x/.*")), "nothing hidden left behind"
+    assert store.delete(gone) is False, "already gone"
+    for bad in ("shop", "shop/checkout/checkout-7d9f-x", "shop/checkout/../x", "shop/checkout/x/.."):
+        with pytest.raises(CaptureNotFound, match="not a capture path"):
+            store.delete(dataclasses.replace(neighbour, path=bad))
+    assert store.list() == [neighbour]
