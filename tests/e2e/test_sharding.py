@@ -1,0 +1,174 @@
+"""Sharding membership on the real local control plane: in-process members holding real Leases
+(coordination.k8s.io/v1, control/membership.py) split real Pod objects between them with exactly one owner each;
+a member that stops renewing is dropped and its pods are taken over within two lease durations; a member that
+leaves cleanly is dropped at the others' next read; a new member takes a share. The Pods carry a scheduling gate:
+ownership is decided from the Pod objects, no process has to run."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from e2e_harness import Cluster
+from kubernetes import client
+
+from memorywatch.control.membership import GROUP_LABEL, MemberLeases, lease_name
+from memorywatch.handlers import owned_pods
+from memorywatch.k8s import Kube
+from memorywatch.targets import PodInfo, pod_info
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+LEASE_SECONDS = 3.0
+PODS = 60
+
+
+class Member:
+    """One operator replica's membership, renewing in a task of its own (as `memorywatch run` spawns it)."""
+
+    def __init__(self, cluster: Cluster, namespace: str, identity: str) -> None:
+        self.leases = MemberLeases(
+            Kube(cluster.api_client()), namespace, identity, group="e2e", lease_seconds=LEASE_SECONDS
+        )
+        self.task: asyncio.Task[None] = asyncio.create_task(self.leases.run(), name=f"member {identity}")
+
+    @property
+    def identity(self) -> str:
+        return self.leases.identity
+
+    def owned(self, pods: dict[str, list[PodInfo]], namespace: str) -> set[str]:
+        return {p.name for p in owned_pods(self, namespace, pods)}
+
+    @property
+    def shard(self) -> MemberLeases:  # what handlers.owned_pods reads from kopf's memo
+        return self.leases
+
+    async def stop_renewing(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+def pods(cluster: Cluster, namespace: str) -> dict[str, list[PodInfo]]:
+    """PODS real Pod objects, as kopf's pod index holds them (namespace -> PodInfo)."""
+    core = client.CoreV1Api(cluster.api_client())
+    for i in range(PODS):
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": f"app-{i}", "labels": {"app": "sharded"}},
+            "spec": {"schedulingGates": [{"name": "memorywatch.dev/never"}],
+                     "containers": [{"name": "app", "image": "none", "ports": [{"containerPort": 6060}]}]},
+        })  # fmt: skip
+    listed = core.list_namespaced_pod(namespace, label_selector="app=sharded")
+    infos = [pod_info(client.ApiClient().sanitize_for_serialization(p)) for p in listed.items]
+    assert len(infos) == PODS
+    return {namespace: infos}
+
+
+@pytest.fixture
+async def members(cluster: Cluster, namespace: str) -> AsyncIterator[Callable[[str], Member]]:
+    made: list[Member] = []
+
+    def make(identity: str) -> Member:
+        made.append(Member(cluster, namespace, identity))
+        return made[-1]
+
+    yield make
+    for m in made:
+        await m.stop_renewing()
+
+
+async def settle(members: list[Member], expected: set[str], deadline: float, what: str) -> float:
+    """Wait until every member's view is exactly `expected`; answers the time it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        if all(m.leases.view.members == expected for m in members):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.1)
+    views = {m.identity: sorted(m.leases.view.members) for m in members}
+    raise AssertionError(f"{what}: views after {deadline:.0f} s: {views}, expected {sorted(expected)}")
+
+
+def split(members: list[Member], pods: dict[str, list[PodInfo]], namespace: str) -> dict[str, set[str]]:
+    """Who owns what; asserts that every pod has exactly one owner among `members`."""
+    owned = {m.identity: m.owned(pods, namespace) for m in members}
+    counts = collections.Counter(name for names in owned.values() for name in names)
+    assert set(counts) == {p.name for p in pods[namespace]}, "every pod is owned"
+    assert set(counts.values()) == {1}, (
+        f"a pod with several owners: {[n for n, c in counts.items() if c > 1]}"
+    )
+    return owned
+
+
+async def test_members_split_pods_and_take_over_a_silent_members_pods(
+    cluster: Cluster, namespace: str, pods: dict[str, list[PodInfo]], members: Callable[[str], Member]
+) -> None:
+    a, b, c = members("replica-a"), members("replica-b"), members("replica-c")
+    everyone = {"replica-a", "replica-b", "replica-c"}
+    await settle([a, b, c], everyone, 4 * LEASE_SECONDS, "three members see each other")
+    owned = split([a, b, c], pods, namespace)
+    assert all(owned.values()), f"each member owns a share of {PODS} pods: {owned}"
+
+    # The Leases are real: one per member, labelled with the group, renewed with the configured duration.
+    coordination = client.CoordinationV1Api(cluster.api_client())
+    leases = coordination.list_namespaced_lease(namespace, label_selector=f"{GROUP_LABEL}=e2e").items
+    assert {x.metadata.name for x in leases} == {lease_name(i) for i in everyone}
+    assert {x.spec.lease_duration_seconds for x in leases} == {3}
+
+    # c stops renewing (a replica frozen or cut off): a and b drop it within two lease durations and take its pods.
+    await c.stop_renewing()
+    taken = await settle([a, b], {"replica-a", "replica-b"}, 2 * LEASE_SECONDS, "c is dropped")
+    after = split([a, b], pods, namespace)
+    assert after["replica-a"] >= owned["replica-a"] and after["replica-b"] >= owned["replica-b"], (
+        "only c's pods move"
+    )
+    assert after["replica-a"] | after["replica-b"] >= owned["replica-c"]
+    print(f"c's {len(owned['replica-c'])} pods taken over {taken:.1f} s after it stopped renewing")
+
+
+async def test_clean_leave_and_join(
+    cluster: Cluster, namespace: str, pods: dict[str, list[PodInfo]], members: Callable[[str], Member]
+) -> None:
+    a, b = members("replica-a"), members("replica-b")
+    await settle([a, b], {"replica-a", "replica-b"}, 4 * LEASE_SECONDS, "two members see each other")
+    before = split([a, b], pods, namespace)
+
+    d = members("replica-d")
+    await settle([a, b, d], {"replica-a", "replica-b", "replica-d"}, 4 * LEASE_SECONDS, "d joins")
+    joined = split([a, b, d], pods, namespace)
+    assert joined["replica-d"], "the new member takes a share"
+    assert joined["replica-a"] <= before["replica-a"] and joined["replica-b"] <= before["replica-b"]
+
+    # A clean shutdown deletes the Lease: the others drop d at their next read, not after a lease duration.
+    await d.stop_renewing()
+    await d.leases.leave()
+    took = await settle([a, b], {"replica-a", "replica-b"}, LEASE_SECONDS, "d left cleanly")
+    assert split([a, b], pods, namespace) == before, "ownership returns to exactly what it was"
+    print(f"a clean leave was seen after {took:.1f} s")
+
+
+async def test_membership_unreadable_keeps_the_last_view(
+    cluster: Cluster, namespace: str, members: Callable[[str], Member]
+) -> None:
+    """A replica whose Lease calls fail (here: its Lease namespace is deleted under it) keeps its last view and
+    counts the failures; it never falls back to owning nothing."""
+    from prometheus_client import REGISTRY
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("memorywatch_shard_membership_errors_total") or 0.0
+
+    a, b = members("replica-a"), members("replica-b")
+    await settle([a, b], {"replica-a", "replica-b"}, 4 * LEASE_SECONDS, "two members")
+    before = errors()
+    lost = MemberLeases(
+        Kube(cluster.api_client()),
+        f"{namespace}-missing",
+        "replica-a",
+        group="e2e",
+        lease_seconds=LEASE_SECONDS,
+    )
+    lost.view = a.leases.view
+    assert await lost.refresh() is False
+    assert lost.view.members == {"replica-a", "replica-b"}, "the last view is kept, not replaced by 'alone'"
+    assert errors() == before + 1
