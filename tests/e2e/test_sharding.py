@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
+import httpx
 import pytest
 from e2e_harness import Cluster
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+from test_actions import settled_pods
 
 from memorywatch.control.membership import GROUP_LABEL, MemberLeases, lease_name
+from memorywatch.control.sharding import owner, pod_key
 from memorywatch.handlers import owned_pods
 from memorywatch.k8s import Kube
 from memorywatch.targets import PodInfo, pod_info
@@ -172,3 +184,139 @@ async def test_membership_unreadable_keeps_the_last_view(
     assert await lost.refresh() is False
     assert lost.view.members == {"replica-a", "replica-b"}, "the last view is kept, not replaced by 'alone'"
     assert errors() == before + 1
+
+
+# ---------------------------------------------------------------- two `memorywatch run` processes
+
+PROCESS_LEASE_SECONDS = 10
+#: The documented bound on a takeover: the Lease expires (one duration after the last renewal), the survivor
+#: reads it (a third of a duration later), its controller reconciles (RECONCILE_SECONDS); below two durations.
+TAKEOVER_BOUND = PROCESS_LEASE_SECONDS + PROCESS_LEASE_SECONDS / 3 + 5
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "memorywatch.io_memorywatches.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """`memorywatch run` with sharding on, as the chart starts it, in a process of its own."""
+
+    def __init__(self, cluster: Cluster, namespace: str, identity: str, log_dir: pathlib.Path) -> None:
+        self.identity = identity
+        self.metrics_port = free_port()
+        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), MEMORYWATCH_POD_NAME=identity,
+                   MEMORYWATCH_POD_NAMESPACE=namespace, MEMORYWATCH_BIND_ADDRESS="127.0.0.1")  # fmt: skip
+        self.log = log_dir / f"{identity}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "memorywatch", "run", "--namespace", namespace,
+                 "--store", str(log_dir / identity), "--health-port", "0",
+                 "--metrics-port", str(self.metrics_port), "--log-level", "info",
+                 "--shard-members-lease-duration", str(PROCESS_LEASE_SECONDS), "--shard-group", "e2e"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"{self.identity} exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+            )
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None  # not listening yet
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+async def until_true(check: Callable[[], bool], within: float, what: str) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < within:
+        if check():
+            return time.monotonic() - t0
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+
+
+async def test_two_operator_processes_share_the_pods_and_one_takes_over(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: pathlib.Path,
+    tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    """Two real `memorywatch run` processes with sharding on (kopf standalone) follow, between them, each of the
+    watched pods exactly once, split as rendezvous hashing says; killed without a clean shutdown, one replica's
+    pods are followed by the other within the documented bound (below two lease durations)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=memorywatch-tests",
+                    "-f", str(CRD_FILE))  # fmt: skip
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/memorywatches.memorywatch.io", "--timeout=60s"
+    )
+    deploy("shared", pprofserver, replicas=8)
+    names = set(settled_pods(core, namespace, "shared", 8, apps))
+    custom = client.CustomObjectsApi(cluster.api_client())
+    body = {"apiVersion": "memorywatch.io/v1alpha1", "kind": "MemoryWatch", "metadata": {"name": "shared"},
+            "spec": {"selector": {"matchLabels": {"app": "shared"}}, "endpoint": {"port": 6060},
+                     "interval": "2s"}}  # fmt: skip
+    custom.create_namespaced_custom_object("memorywatch.io", "v1alpha1", namespace, "memorywatches", body)
+    procs = [OperatorProcess(cluster, namespace, i, tmp_path) for i in ("replica-a", "replica-b")]
+    a, b = procs
+    try:
+        expected = {p.identity: 0 for p in procs}
+        for name in names:
+            expected[str(owner(sorted(expected), pod_key(namespace, name)))] += 1
+
+        def split_as_hashed() -> bool:
+            got = {p.identity: p.metric("memorywatch_targets") for p in procs}
+            return got == {k: float(v) for k, v in expected.items()} and all(
+                (p.metric("memorywatch_shard_members") or 0) == 2 for p in procs
+            )
+
+        await until_true(split_as_hashed, 120, f"the processes to follow {expected} pods")
+
+        # Each scrapes what it owns: successful scrapes grow in every process that owns a pod.
+        def scrapes() -> dict[str, float]:
+            return {p.identity: p.metric("memorywatch_scrapes_total", result="ok") or 0.0 for p in procs}
+
+        first = scrapes()
+        await asyncio.sleep(6)
+        later = scrapes()
+        for p in procs:
+            assert (later[p.identity] > first[p.identity]) == (expected[p.identity] > 0), (
+                first,
+                later,
+                expected,
+            )
+
+        b.stop(signal.SIGKILL)  # no clean shutdown: b's Lease stays until it expires
+        took = await until_true(
+            lambda: a.metric("memorywatch_targets") == len(names), TAKEOVER_BOUND + 5, "a to follow every pod"
+        )
+        print(f"replica-b's {expected['replica-b']} pods followed by replica-a {took:.1f} s after the kill")
+        assert took <= TAKEOVER_BOUND, f"took {took:.1f} s, the documented bound is {TAKEOVER_BOUND:.1f} s"
+        assert took <= 2 * PROCESS_LEASE_SECONDS
+    finally:
+        # The MemoryWatch carries the operator's finalizer: remove it before the processes stop, or the namespace
+        # could not be deleted.
+        with contextlib.suppress(client.ApiException):
+            custom.patch_namespaced_custom_object("memorywatch.io", "v1alpha1", namespace, "memorywatches",
+                                                  "shared", {"metadata": {"finalizers": None}})  # fmt: skip
+            custom.delete_namespaced_custom_object(
+                "memorywatch.io", "v1alpha1", namespace, "memorywatches", "shared"
+            )
+        for p in procs:
+            p.stop()
