@@ -4,12 +4,14 @@ sharding.enabled and replicaCount > 1 (flags, no kopf peering, a Lease grant in 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from chart_helpers import container, find, grants, only
+from test_chart import render_notes
 
 from memorywatch.operator_main import add_run_arguments, shard_problem
 
@@ -92,3 +94,9 @@ def test_memorywatch_run_refuses_contradictory_shard_flags(argv: list[str], text
     assert problem is not None and text in problem
     assert shard_problem(p.parse_args([])) is None
     assert shard_problem(p.parse_args(["--peering", "mw"])) is None
+
+
+def test_notes_say_status_shows_one_share(helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    on = render_notes(helm, tmp_path / "on", "replicaCount=3", "sharding.enabled=true")
+    assert "the 3 replicas share the watched pods" in on and "one replica's share at a time" in on
+    assert "Sharding" not in render_notes(helm, tmp_path / "off", "sharding.enabled=true")
