@@ -101,9 +101,9 @@ class MemberLeases:
             return False
         now = self.clock()
         members = live_members((_member(x) for x in leases), now, self.identity)
-        if members != self.view.members:
+        if members != self.view.members:  # a new view only on a change: it keeps the owners it computed
             log.info("shard members now %s (this replica is %s)", ", ".join(sorted(members)), self.identity)
-        self.view = ShardView(self.identity, members)
+            self.view = ShardView(self.identity, members)
         self.last_ok = now
         metrics.SHARD_MEMBERS.set(len(members))
         metrics.SHARD_VIEW_UPDATED.set(now)

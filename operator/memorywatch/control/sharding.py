@@ -64,15 +64,32 @@ def live_members(leases: Iterable[MemberLease], now: float, me: str) -> frozense
     return frozenset(live)
 
 
+#: Owners a view remembers (a pod key and a name each): beyond this many it starts again, bounding memory.
+MAX_CACHED_OWNERS = 200_000
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardView:
-    """One replica's view of the members: which pods it owns. Immutable; the membership loop swaps views."""
+    """One replica's view of the members: which pods it owns. Its members never change (the membership loop
+    swaps in a new view), so each pod's owner is computed once per view and then looked up: 5,000 pods cost
+    one hash per member each when the view changes, and a dict lookup each at every other reconcile."""
 
     me: str
     members: frozenset[str]
+    _owners: dict[str, str | None] = dataclasses.field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def owner(self, namespace: str, name: str) -> str | None:
-        return owner(sorted(self.members), pod_key(namespace, name))
+        key = pod_key(namespace, name)
+        try:
+            return self._owners[key]
+        except KeyError:
+            pass
+        if len(self._owners) >= MAX_CACHED_OWNERS:
+            self._owners.clear()
+        got = self._owners[key] = owner(self.members, key)
+        return got
 
     def owns(self, namespace: str, name: str) -> bool:
         return self.owner(namespace, name) == self.me

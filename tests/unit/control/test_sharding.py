@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 
+import pytest
+
 from memorywatch.control.sharding import MemberLease, ShardView, live_members, owner, pod_key
 
 KEYS = [pod_key(f"ns-{i % 7}", f"app-{i}") for i in range(5000)]
@@ -78,3 +80,26 @@ def test_live_members_drop_expired_and_malformed_leases_and_keep_me() -> None:
     ]
     assert live_members(leases, now, "me") == {"a", "me"}
     assert live_members([], now, "me") == {"me"}, "a replica never sees a view without itself"
+
+
+def test_a_view_computes_each_owner_once_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memorywatch.control import sharding
+
+    calls: list[str] = []
+    real = sharding.owner
+
+    def counting(members: frozenset[str], key: str) -> str | None:
+        calls.append(key)
+        return real(members, key)
+
+    monkeypatch.setattr(sharding, "owner", counting)
+    view = ShardView("a", frozenset(THREE))
+    first = [view.owner("ns", f"p-{i}") for i in range(100)]
+    assert [view.owner("ns", f"p-{i}") for i in range(100)] == first
+    assert len(calls) == 100, "the second pass is served from the view's cache"
+    assert first == [real(THREE, pod_key("ns", f"p-{i}")) for i in range(100)]
+    monkeypatch.setattr(sharding, "MAX_CACHED_OWNERS", 50)
+    for i in range(100, 300):
+        view.owner("ns", f"p-{i}")
+    assert len(view._owners) <= 50
+    assert view == ShardView("a", frozenset(THREE)), "the cache takes no part in equality"
