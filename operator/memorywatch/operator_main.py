@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
+from memorywatch.control.shard_config import add_shard_arguments, shard_problem, start_sharding
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
 from memorywatch.store.policy import (
     S3Policy,
@@ -35,9 +36,6 @@ from memorywatch.store.retention import WatchLimits
 if TYPE_CHECKING:  # aiohttp comes with the `operator` extra: imported when `run` starts, not for `--help`
     from aiohttp import web
 
-    from memorywatch.control.membership import MemberLeases
-    from memorywatch.control.supervise import Supervisor
-    from memorywatch.k8s import Kube
 
 log = logging.getLogger("memorywatch")
 VOLUME_PERIOD_SECONDS = 60.0
@@ -102,33 +100,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_action_arguments(p)  # guardrails (issue 8)
     add_s3_policy_arguments(p)  # guardrails (issue 8)
     add_retention_arguments(p)  # guardrails (issue 8)
-
-
-def add_shard_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sharding across replicas (docs/scaling.md#sharding)")
-    g.add_argument("--shard-members-lease-duration", type=float, default=0.0, metavar="SECONDS",
-                   help="share the pods among the replicas that hold a member Lease of this duration (renewed "
-                        "every third of it); 0 (the default) is off: this replica scrapes every pod. Needs "
-                        "standalone kopf (no --peering). Helm sharding.enabled")  # fmt: skip
-    g.add_argument("--shard-group", default="memorywatch",
-                   help="the label value grouping one install's member Leases (Helm: the release's full name)")  # fmt: skip
-    g.add_argument("--shard-namespace", default=None,
-                   help="where the member Leases live (default: the operator's own namespace)")  # fmt: skip
-
-
-def shard_problem(args: argparse.Namespace) -> str | None:
-    """Why the sharding flags cannot work together with the others, or None."""
-    duration = float(args.shard_members_lease_duration)
-    if duration == 0:
-        return None
-    if duration < 2:
-        return f"--shard-members-lease-duration must be 0 (off) or at least 2 seconds, not {duration:g}"
-    if args.peering is not None:
-        return (
-            "--shard-members-lease-duration and --peering exclude each other: with kopf peering only one replica "
-            "runs the handlers, so the others would own pods nobody scrapes; drop --peering (Helm: ha.enabled)"
-        )
-    return None
 
 
 class _JsonFormatter(logging.Formatter):
@@ -282,7 +253,7 @@ async def _main(
         # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
         act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
-        shard = await _start_sharding(args, kube, process_tasks)
+        shard = await start_sharding(args, kube, process_tasks)
         memo = kopf.Memo(kube=kube, scraper=scraper, make_store=make_store, actions=act_runner, shard=shard)
         ready = asyncio.Event()
         operator = asyncio.create_task(
@@ -316,29 +287,6 @@ async def _main(
             for r in runners:
                 await r.cleanup()
     return 0
-
-
-async def _start_sharding(args: argparse.Namespace, kube: Kube, tasks: Supervisor) -> MemberLeases | None:
-    """With --shard-members-lease-duration: this replica's member Lease, read once before kopf starts (so a
-    replica does not begin by scraping every pod) and then renewed by a supervised task. None when off."""
-    if not args.shard_members_lease_duration:
-        return None
-    from memorywatch.control.membership import MemberLeases
-
-    shard = MemberLeases(
-        kube,
-        args.shard_namespace or os.environ.get("MEMORYWATCH_POD_NAMESPACE") or "default",
-        kube.instance,
-        group=args.shard_group,
-        lease_seconds=float(args.shard_members_lease_duration),
-    )
-    try:
-        await asyncio.wait_for(shard.refresh(), timeout=shard.lease_seconds)
-    except TimeoutError:
-        log.warning("shard membership: the first read took over %.0f s; starting alone", shard.lease_seconds)
-    log.info("sharding on: %d live members, this replica is %s", len(shard.view.members), shard.identity)
-    tasks.spawn("shard-membership", shard.run)
-    return shard
 
 
 async def build_store(

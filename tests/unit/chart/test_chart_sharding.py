@@ -13,7 +13,8 @@ import pytest
 from chart_helpers import container, find, grants, only
 from test_chart import render_notes
 
-from memorywatch.operator_main import add_run_arguments, shard_problem
+from memorywatch.control.shard_config import shard_problem
+from memorywatch.operator_main import add_run_arguments
 
 Render = Callable[..., list[dict[str, Any]]]
 SHARDED = {"replicaCount": 3, "sharding": {"enabled": True}}
