@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -18,6 +19,18 @@ from memorywatch.targets import PodInfo, pod_info
 
 FINALIZER = "memorywatch.io/finalizer"
 assert FINALIZER == CAPTURE_FINALIZER, "MemoryCaptures are created with kopf's finalizer already set"
+
+
+def owned_pods(memo: Any, namespace: str, index: Mapping[str, Iterable[PodInfo]]) -> list[PodInfo]:
+    """The namespace's pods this replica scrapes: all of them, or with sharding on (memo.shard, a
+    `control.membership.MemberLeases`) those its current view assigns to it. Read at every reconcile, so an
+    ownership change takes effect at the next one (within RECONCILE_SECONDS)."""
+    pods = list(index.get(namespace, []))
+    shard = getattr(memo, "shard", None)
+    if shard is None:
+        return pods
+    view = shard.view
+    return [p for p in pods if view.owns(namespace, p.name)]
 
 
 @kopf.on.startup()
@@ -89,7 +102,7 @@ async def watch_memorywatch(
     metrics.WATCHES.inc()
     logger.info("watching MemoryWatch %s/%s", namespace, name)
     try:
-        await controller.run(lambda: body, lambda: list(mw_pods.get(namespace, [])), stopped)
+        await controller.run(lambda: body, lambda: owned_pods(memo, namespace, mw_pods), stopped)
     except ControllerFailed as e:
         logger.error("%s", e)
         raise kopf.TemporaryError(str(e), delay=RESTART_BACKOFF_SECONDS) from e

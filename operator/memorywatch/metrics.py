@@ -40,6 +40,18 @@ EVENTS_DROPPED = Counter(
 SECRET_READS = Counter(
     "memorywatch_secret_reads", "Secret reads from the API server, by result (ok, error).", ["result"]
 )
+SHARD_MEMBERS = Gauge(
+    "memorywatch_shard_members",
+    "Live operator replicas in this replica's sharding view (0 when sharding is off).",
+)
+SHARD_VIEW_UPDATED = Gauge(
+    "memorywatch_shard_view_updated_timestamp_seconds",
+    "When this replica last renewed its member Lease and read the others' (sharding).",
+)
+SHARD_MEMBERSHIP_ERRORS = Counter(
+    "memorywatch_shard_membership_errors",
+    "Failed renewals or reads of the sharding member Leases (the replica keeps its last view).",
+)
 BUILD = Info("memorywatch_build", "The operator's version.")
 BUILD.info({"version": __version__})
 

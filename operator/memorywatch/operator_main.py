@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from memorywatch.actions.config import add_action_arguments, limits_from_args, policy_from_args
 from memorywatch.api.spec import WatchSpec
+from memorywatch.control.shard_config import add_shard_arguments, shard_problem, start_sharding
 from memorywatch.notify.config import add_notify_arguments
 from memorywatch.notify.config import limits_from_args as notify_limits_from_args
 from memorywatch.store import CaptureStore, FilesystemStore, StoreError, StoreUnavailable
@@ -36,6 +37,7 @@ from memorywatch.store.retention import WatchLimits
 
 if TYPE_CHECKING:  # aiohttp comes with the `operator` extra: imported when `run` starts, not for `--help`
     from aiohttp import web
+
 
 log = logging.getLogger("memorywatch")
 VOLUME_PERIOD_SECONDS = 60.0
@@ -96,6 +98,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--peering", default=None, help="kopf peering name for several replicas (HA); default standalone"
     )
+    add_shard_arguments(p)
     add_action_arguments(p)  # guardrails (issue 8)
     add_s3_policy_arguments(p)  # guardrails (issue 8)
     add_retention_arguments(p)  # guardrails (issue 8)
@@ -167,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         notify_limits_from_args(args)
     except ValueError as e:
         print(f"memorywatch run: {e}", file=sys.stderr)
+        return 2
+    if (problem := shard_problem(args)) is not None:
+        print(f"memorywatch run: {problem}", file=sys.stderr)
         return 2
     # GUARDRAILS CALL SITE (issue 8): the operator's volume prunes by age and quota before each capture.
     default_store = QuotaFilesystemStore(args.store, retention_from_args(args))
@@ -256,6 +262,7 @@ async def _main(
         # guardrails (issue 8): the runner enforces the operator-wide limits and counts actions in a Lease.
         ledger = LeaseLedger(kube, ledger_namespace(args), limits_from_args(args))
         act_runner = KubeActions(kube, policy=policy_from_args(args), ledger=ledger)
+        shard = await start_sharding(args, kube, process_tasks)
         memo = kopf.Memo(
             kube=kube,
             scraper=scraper,
@@ -263,6 +270,7 @@ async def _main(
             actions=act_runner,
             notifier=notifier,
             volume=default_store,
+            shard=shard,
         )
         ready = asyncio.Event()
         operator = asyncio.create_task(
@@ -293,6 +301,8 @@ async def _main(
             await process_tasks.close()
             if notifier is not None:
                 await notifier.close()
+            if shard is not None:
+                await shard.leave()
             for r in runners:
                 await r.cleanup()
     return 0

@@ -58,8 +58,11 @@ app.kubernetes.io/part-of: memorywatch
 {{- if and (eq .Values.rbac.scope "namespaces") (empty .Values.watchNamespaces) }}
 {{- fail "watchNamespaces must list at least one namespace when rbac.scope is namespaces" }}
 {{- end }}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.ha.enabled) }}
-{{- fail "replicaCount above 1 needs ha.enabled=true: kopf replicas without peering would all handle every MemoryWatch" }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.ha.enabled) (not .Values.sharding.enabled) }}
+{{- fail "replicaCount above 1 needs ha.enabled=true (kopf peering, one active replica) or sharding.enabled=true (the replicas share the pods): kopf replicas without either would all scrape every pod" }}
+{{- end }}
+{{- if and .Values.ha.enabled .Values.sharding.enabled }}
+{{- fail "ha.enabled and sharding.enabled exclude each other: with kopf peering only one replica runs the handlers and the pods the others own would not be scraped; keep sharding.enabled and set ha.enabled=false" }}
 {{- end }}
 {{- if and (not .Values.store.persistence.enabled) .Values.store.persistence.existingClaim }}
 {{- fail "store.persistence.existingClaim is set but store.persistence.enabled is false; enable persistence to use the claim" }}
@@ -69,4 +72,9 @@ app.kubernetes.io/part-of: memorywatch
 {{/* The namespaces whose Roles the operator needs in namespaces mode, de-duplicated and sorted. */}}
 {{- define "memorywatch.watchNamespaces" -}}
 {{- .Values.watchNamespaces | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/* Sharding takes effect only with more than one replica: a single replica stays exactly as without it. */}}
+{{- define "memorywatch.sharding" -}}
+{{- if and .Values.sharding.enabled (gt (int .Values.replicaCount) 1) }}true{{- end }}
 {{- end }}

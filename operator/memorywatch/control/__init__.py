@@ -10,6 +10,8 @@
   watch's namespace) handed to the operator's one `notify.Notifier` without waiting.
 - `supervise`: task supervision with backoff; `queue.EventQueue`: the bounded engine-event queue;
   `faults.FaultBook`: what is currently broken (the Degraded condition); `lag`: the event-loop lag metric.
+- `sharding` (pure): which replica owns a pod (rendezvous hashing); `membership.MemberLeases`: the live replicas
+  from their Leases; `shard_config`: the `memorywatch run` flags that turn it on (docs/scaling.md#sharding).
 - `ports`: the small protocols these parts need from the Kubernetes API (fakes implement them in tests).
 
 Errors (`watch.ControlError` is the root): `ControllerFailed` is the one exception that leaves
