@@ -91,12 +91,13 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
     return x
 
 
-def dickey_fuller_tau(times: Sequence[float], values: Sequence[float], lags: int = 0) -> float | None:
-    """τ of γ in Δx_t = a + b·t + γ·x_{t−1} + Σ δ_i·Δx_{t−i} + e (augmented with `lags` past steps; times
+def dickey_fuller_tau(times: Sequence[float], values: Sequence[float]) -> float | None:
+    """τ of γ in Δx_t = a + b·t + γ·x_{t−1} + e (no augmentation: lagged steps cost too much power at the
+    20–60 points of a window, and the steps of the null, a random walk, are independent; times
     rescaled to [0, 1]); None when the regression is degenerate (a straight line has no residuals)."""
     n = len(values)
-    k = 3 + lags
-    if n - 1 - lags <= k + 2:
+    k = 3
+    if n - 1 <= k + 2:
         return None
     t0, span = times[0], (times[-1] - times[0]) or 1.0
     # τ does not change under x → (x − mean)/sd, and the regression stays well conditioned for byte counts.
@@ -108,8 +109,8 @@ def dickey_fuller_tau(times: Sequence[float], values: Sequence[float], lags: int
     steps = [values[i] - values[i - 1] for i in range(1, n)]
     rows: list[list[float]] = []
     ys: list[float] = []
-    for j in range(lags, n - 1):  # steps[j] = x_{j+1} − x_j
-        rows.append([1.0, (times[j + 1] - t0) / span, values[j], *(steps[j - i] for i in range(1, lags + 1))])
+    for j in range(n - 1):  # steps[j] = x_{j+1} − x_j
+        rows.append([1.0, (times[j + 1] - t0) / span, values[j]])
         ys.append(steps[j])
     xtx = [[sum(r[i] * r[j] for r in rows) for j in range(k)] for i in range(k)]
     xty = [sum(r[i] * y for r, y in zip(rows, ys, strict=True)) for i in range(k)]
