@@ -22,7 +22,9 @@ class Sample:
     bytes), at most 32, unsampled (None without a heap profile). `goroutine_ids` (a hash-sample of at most 512 goroutine IDs from a debug=2 dump) is present only when a
     rule asked for Probe.GOROUTINE_DUMP. `heap_profile_rate` is the target's runtime.MemProfileRate as its heap profile states it (`@ heap/2N`);
     0 means heap profiling is off, so the profile is empty and `heap_live_*` are None unless the target
-    exports the runtime's own live-heap metric.
+    exports the runtime's own live-heap metric. `process_start_seconds` is the unix time the process started,
+    from /metrics (`process_start_time_seconds`) when the target exports it: the one restart signal that does
+    not depend on counters going down.
     """
 
     target: str
@@ -38,6 +40,7 @@ class Sample:
     threads: int | None = None
     limit_bytes: int | None = None
     heap_profile_rate: int | None = None
+    process_start_seconds: int | None = None
     goroutine_ids: GoroutineIds | None = None
     heap_sites: tuple[tuple[int, int, int], ...] | None = None
     goroutine_profile: GoroutineProfile | None = None

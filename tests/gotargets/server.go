@@ -12,7 +12,11 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// processStart is what client_golang's process collector exports as process_start_time_seconds.
+var processStart = time.Now()
 
 // newHandler builds the target's own mux (never DefaultServeMux, so nothing is exposed by accident).
 func newHandler(cfg config) http.Handler {
@@ -110,6 +114,7 @@ func serveMetrics(w http.ResponseWriter, r *http.Request) {
 	threads, _ := runtime.ThreadCreateProfile(nil)
 	out := []promMetric{
 		{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", uint64(residentBytes())},
+		{"process_start_time_seconds", "Start time of the process since unix epoch in seconds.", "gauge", uint64(processStart.Unix())},
 		{"go_goroutines", "Number of goroutines that currently exist.", "gauge", uint64(runtime.NumGoroutine())},
 		{"go_threads", "Number of OS threads created.", "gauge", uint64(threads)},
 		{"go_memstats_sys_bytes", "Number of bytes obtained from system.", "gauge", uint64(ms.Sys)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import os
 import pathlib
@@ -11,6 +12,7 @@ import pytest
 import trustme
 
 from memorywatch.pprof.goroutines import parse_goroutine_debug1
+from memorywatch.rules.engine import START_TIME_TOLERANCE_SECONDS, restart_reason
 from memorywatch.rules.model import Probe
 from memorywatch.scrape import (
     NotFound,
@@ -200,6 +202,10 @@ async def test_restarted_target_recovers_on_the_next_interval(gotarget: GoTarget
     assert after.memstats.mallocs is not None and before.memstats.mallocs is not None
     assert after.memstats.mallocs < before.memstats.mallocs
     assert after.rss_source == "prometheus"
+    # The restart signal that needs no counter to go down: the new process started later.
+    assert before.process_start_seconds is not None and after.process_start_seconds is not None
+    assert after.process_start_seconds - before.process_start_seconds > START_TIME_TOLERANCE_SECONDS
+    assert restart_reason(before, dataclasses.replace(after, memstats=before.memstats)) is not None
 
 
 async def test_restart_between_samples_without_a_failed_interval(gotarget: GoTargetFactory) -> None:

@@ -44,6 +44,11 @@ HEAP_BASELINE_FILE = "heap-baseline.pb.gz"
 GOROUTINE_BASELINE_FILE = "goroutine-baseline.txt"
 GOROUTINE_GROUPS_FILE = "goroutine.txt"
 MIN_SUMMARY_HEAP_BYTES = 1 << 20
+# Beside a verdict of another rule (a heap leak), a goroutine group is named only when it grew by at least
+# this many goroutines and by at least this share of what it held before: a server's accept or read loop
+# gaining a goroutine or two between the captured profiles is noise next to a heap leak.
+MIN_SUMMARY_GOROUTINES = 100
+MIN_SUMMARY_GOROUTINE_SHARE = 0.1
 
 
 class ProfileSource(Protocol):
@@ -193,7 +198,8 @@ def summarise(
     """One line for status, events and `captures list`: what fired, and what grew the most, most relevant first.
 
     Runtime-internal sites (e.g. `runtime.malg` allocating goroutine structs) are left out of the line: they
-    restate a goroutine leak; the manifest still lists them."""
+    restate a goroutine leak; the manifest still lists them. Beside another rule's verdict, goroutine growth
+    is named only when it is significant (MIN_SUMMARY_GOROUTINES and MIN_SUMMARY_GOROUTINE_SHARE)."""
     first = breaches[0]
     parts = [first.message.rstrip(".")]
     # Sites that are runtime plumbing, or grew by less than a MiB, are noise next to the verdict.
@@ -208,12 +214,20 @@ def summarise(
         if user_heap
         else None
     )
+    if first.kind is not RuleKind.GOROUTINE_GROWTH:
+        goroutines = [g for g in goroutines if _significant_goroutine_growth(g)]
     gor_part = (
         f"top goroutine growth {goroutines[0]['function']} +{goroutines[0]['delta']}" if goroutines else None
     )
     ordered = [gor_part, heap_part] if first.kind is RuleKind.GOROUTINE_GROWTH else [heap_part, gor_part]
     parts += [p for p in ordered if p]
     return "; ".join(parts)
+
+
+def _significant_goroutine_growth(group: Mapping[str, Any]) -> bool:
+    delta = int(group.get("delta") or 0)
+    before = int(group.get("before") or 0)
+    return delta >= MIN_SUMMARY_GOROUTINES and delta >= MIN_SUMMARY_GOROUTINE_SHARE * before
 
 
 def _series(recent: Sequence[Sample]) -> list[dict[str, Any]]:

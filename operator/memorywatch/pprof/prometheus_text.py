@@ -25,6 +25,7 @@ METRICS: Mapping[str, str] = {
     "heap_objects": "go_gc_heap_objects_objects",
     "sys_bytes": "go_memstats_sys_bytes",
     "heap_released_bytes": "go_memstats_heap_released_bytes",
+    "process_start_seconds": "process_start_time_seconds",
 }
 _LOOKUP: Mapping[str, str] = {
     **{name: attr for attr, name in METRICS.items()},
@@ -50,6 +51,7 @@ class PromSnapshot:
     heap_objects: int | None = None
     sys_bytes: int | None = None
     heap_released_bytes: int | None = None
+    process_start_seconds: int | None = None  # unix time the process started (client_golang, Linux)
 
 
 _PREFIXES = tuple(prefix + name for name in _LOOKUP for prefix in ("", "# TYPE ", "# HELP "))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memorywatch.api import units
+from memorywatch.rules import random_walk
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
 from memorywatch.rules.trend import MIN_POINTS, Trend, assess
@@ -35,6 +36,12 @@ SUSPICION_GROWTH_SHARE = 0.5
 # rising at the minimum rate) for this share of a window after the hold began. A hold with no sustained
 # trend for a whole window is forgotten: the rise flattened.
 SATURATION_HOLD_SHARE = 0.5
+# A rise no bigger than a driftless random walk with the same steps would make (random_walk.py) is held back
+# for this share of a window, whatever the check says in between (its verdict flickers from scrape to scrape
+# on such a series): a walk has no memory, so it is as likely to fall back as to keep rising, while a leak
+# keeps rising. It fires if it still passes every test after that; a whole window without a sustained
+# trend forgets the hold.
+WALK_HOLD_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +133,9 @@ class TrendRule(Rule):
         self.suspicious = False
         self.held_since: float | None = None
         self._last_sustained: float | None = None
+        self._points: list[Point] = []
+        self._walk: random_walk.WalkCheck | None = None
+        self._walk_since: float | None = None
 
     def judged_window_seconds(self) -> float | None:
         return self.window_seconds
@@ -140,6 +150,9 @@ class TrendRule(Rule):
         self.suspicious = False
         self.held_since = None
         self._last_sustained = None
+        self._points = []
+        self._walk = None
+        self._walk_since = None
 
     @abc.abstractmethod
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -159,6 +172,7 @@ class TrendRule(Rule):
         elif new_point:
             self.series.append(sample.time, value)
         points = self.series.window(sample.time)
+        self._points = points
         latest = self.series.latest
         trend = self.trend(points, latest)
         self.last_trend = trend
@@ -177,6 +191,8 @@ class TrendRule(Rule):
             if described is not None:
                 message, extra = described
                 evidence = {**trend.evidence(), "unit": self.unit, **extra, "confirmed_by": confirmed}
+                if self._walk is not None:
+                    evidence["random_walk_check"] = self._walk.evidence
                 message = f"{message} Confirmed by: {'; '.join(confirmed)}."
                 return Verdict(FIRING, growth=growth, unit=self.unit, message=message, evidence=evidence)
         state = SUSPICIOUS if self.suspicious else WATCHING
@@ -187,8 +203,9 @@ class TrendRule(Rule):
         back). A trend that is not sustained gives (None, ""). Subclasses add their own signals."""
         if not trend.sustained:
             last = self._last_sustained if self._last_sustained is not None else self.held_since
-            if self.held_since is not None and last is not None and now - last > self.window_seconds:
-                self.held_since = None  # it flattened: forget the hold
+            if last is not None and now - last > self.window_seconds:
+                self.held_since = None  # it flattened: forget the holds
+                self._walk_since = None
             return None, ""
         self._last_sustained = now
         p = trend.mann_kendall_p
@@ -197,6 +214,22 @@ class TrendRule(Rule):
             if p is not None
             else "a consistent rise"
         ]
+        self._walk = random_walk.check(self._points, trend.slope_per_second)
+        if self._walk is not None and self._walk.verdict == random_walk.WALK and self._walk_since is None:
+            self._walk_since = now
+        if self._walk_since is not None:
+            # Once a rise looked like a random walk's, the hold runs its course: the tests' verdicts flicker
+            # from one scrape to the next on such a series.
+            walked = now - self._walk_since
+            if walked < WALK_HOLD_SHARE * self.window_seconds:
+                phrase = self._walk.phrase if self._walk is not None else "looked like a random walk"
+                return None, f"held back: {phrase}"
+            signals.append(
+                f"still rising at the minimum rate {units.format_duration(walked)} after the rise first looked"
+                " like a random walk's"
+            )
+        elif self._walk is not None:
+            signals.append(self._walk.phrase)
         if not trend.saturating:
             signals.append("no slowdown across the window (not a cache or pool filling up)")
             return signals, ""

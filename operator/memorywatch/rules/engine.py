@@ -39,7 +39,9 @@ _RULES: Mapping[RuleKind, Callable[[RuleSpec], Rule]] = {
 }
 
 # Cumulative counters of one process: any of them going down means a new process.
-_COUNTERS = ("num_gc", "total_alloc", "mallocs", "frees", "max_rss")
+_COUNTERS = ("num_gc", "num_forced_gc", "total_alloc", "mallocs", "frees", "max_rss")
+# process_start_time_seconds is whole seconds as parsed; a change beyond this is a new process.
+START_TIME_TOLERANCE_SECONDS = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,18 @@ class Judgement:
 
 
 def restart_reason(previous: Sample, current: Sample) -> str | None:
-    """Why `current` comes from a different process than `previous`, or None when it looks the same."""
+    """Why `current` comes from a different process than `previous`, or None when it looks the same.
+
+    The process start time (from /metrics) comes first: it catches a restart whose counters have already
+    caught up with the old process's by the next scrape (a crash loop of short-lived processes, a long gap
+    between scrapes), which the counters cannot see."""
+    before_start, after_start = previous.process_start_seconds, current.process_start_seconds
+    if (
+        before_start is not None
+        and after_start is not None
+        and abs(after_start - before_start) > START_TIME_TOLERANCE_SECONDS
+    ):
+        return f"process_start_time_seconds changed from {before_start} to {after_start}"
     if previous.memstats is not None and current.memstats is not None:
         for field in _COUNTERS:
             before = getattr(previous.memstats, field)

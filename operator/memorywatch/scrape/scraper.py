@@ -200,6 +200,7 @@ class Scraper:
             finalizers_queued=prom.finalizers_queued if prom else None,
             finalizers_executed=prom.finalizers_executed if prom else None,
             threads=prom.threads if prom else None,
+            process_start_seconds=prom.process_start_seconds if prom else None,
             goroutine_profile=goroutine_profile,
             goroutine_ids=ids if isinstance(ids, GoroutineIds) else None,
         )

@@ -64,3 +64,12 @@ def test_labelled_nan_and_unknown_series_are_ignored() -> None:
 def test_bodies_that_are_not_exposition(body: str) -> None:
     with pytest.raises(MalformedMetrics, match="expected Prometheus text exposition"):
         parse_prometheus_text(body)
+
+
+def test_process_start_time_is_read_when_exported() -> None:
+    """client_golang's process collector exports the start time as a float of unix seconds."""
+    text = (
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1.76448123456e+09\n"
+    )
+    assert parse_prometheus_text(text).process_start_seconds == 1_764_481_234

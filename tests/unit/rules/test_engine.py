@@ -148,3 +148,26 @@ def test_a_rule_cooling_down_asks_for_no_stacks_until_just_before_it_ends() -> N
     quiet = [t for t in fetched_at if fired_at < t < fired_at + 1800 - 300]
     assert quiet == []
     assert any(fired_at + 1800 - 300 <= t <= fired_at + 1800 for t in fetched_at)
+
+
+def test_a_restart_whose_counters_caught_up_is_seen_by_the_process_start_time() -> None:
+    """A crash loop of the same (non-PIE) binary: the new process's counters are already past the old one's at
+    the next scrape and its stacks sit at the same addresses, so only the start time from /metrics tells."""
+    judge = TargetJudge([RULE])
+    started = int(T0) - 60
+
+    def sample(i: int, start: int) -> Sample:
+        return Sample(
+            target="pod",
+            time=T0 + 30 * i,
+            goroutines=50,
+            memstats=MemStats(num_gc=10 + i, total_alloc=(1 + i) << 20),
+            process_start_seconds=start,
+        )
+
+    assert not any(judge.observe(sample(i, started)).restarted for i in range(3))
+    restarted = judge.observe(sample(3, int(T0) + 75))
+    assert restarted.restarted
+    assert any("process_start_time_seconds changed" in note for note in restarted.notes)
+    # A start time that wobbles by a second (rounding in an exporter) is the same process.
+    assert not judge.observe(sample(4, int(T0) + 76)).restarted
