@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import logging
 from typing import Any
 
 import kopf
 
 from memorywatch import metrics
+from memorywatch.control.release import being_deleted
 from memorywatch.control.watch import ControllerFailed, WatchController
-from memorywatch.k8s.client import GROUP, PLURAL, VERSION
+from memorywatch.k8s.client import GROUP, PLURAL, VERSION, Kube, KubeError, NotFoundError
 from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
 
 FINALIZER = "memorywatch.io/finalizer"
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -90,3 +94,38 @@ async def watch_memorywatch(
         raise kopf.TemporaryError(str(e), delay=RESTART_BACKOFF_SECONDS) from e
     finally:
         metrics.WATCHES.dec()
+        task = asyncio.current_task()
+        if task is not None and being_deleted(body):
+            task.add_done_callback(lambda _: nudge_after_stop(memo.kube, namespace, name))
+
+
+# kopf removes the finalizer of a deleted object only once its daemon has exited, and it looks again only when
+# the object changes or its own timer fires: after STOP_GRACE_SECONDS, and after a cancellation only after
+# STOP_TIMEOUT_SECONDS more. So a daemon that exits a moment after kopf looked would hold the object for up to
+# two minutes. Annotating the object once the daemon has exited is that change: kopf looks again at once and
+# releases the object (docs/operator.md, "Deleting a MemoryWatch").
+STOPPED_ANNOTATION = "memorywatch.io/stopped-at"
+_nudges: set[asyncio.Task[None]] = set()
+
+
+def nudge_after_stop(kube: Kube, namespace: str, name: str) -> asyncio.Task[None]:
+    """Called once the daemon's task is done: annotate the deleted MemoryWatch so kopf releases it now."""
+
+    async def nudge() -> None:
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        try:
+            await kube.annotate(namespace, name, {STOPPED_ANNOTATION: stamp})
+        except NotFoundError:
+            pass  # already released
+        except KubeError as e:
+            log.warning(
+                "%s/%s stopped, but kopf could not be told so (%s); it looks again by itself",
+                namespace,
+                name,
+                e,
+            )
+
+    task = asyncio.ensure_future(nudge())
+    _nudges.add(task)
+    task.add_done_callback(_nudges.discard)
+    return task

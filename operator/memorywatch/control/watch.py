@@ -22,6 +22,7 @@ from memorywatch.control.faults import Fault, FaultBook
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
 from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
+from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
 from memorywatch.control.status import (
@@ -172,16 +173,37 @@ class WatchController:
             metrics.TARGETS.dec(self._counted_targets)
             self._counted_targets = 0
             metrics.forget_watch(self.namespace, self.name)
-            await self._stop_watcher()
-            await self._drain_events()
-            await self.supervisor.close()
-            await self.reporter.close()
-            self.resolver.cleanup()
+            try:
+                deleted = being_deleted(get_body())
+            except Exception:  # noqa: BLE001 - a body that cannot be read: stop as for an exiting operator
+                deleted = False
+            try:
+                if deleted:
+                    await self._release()
+                else:
+                    await self._stop_watcher()
+                    await self._drain_events()
+            finally:
+                # Also when kopf cancels the daemon half-way through the above: no task outlives the watch.
+                await self.supervisor.close()
+                await self.reporter.close(cancel=deleted)
+                self.resolver.cleanup()
 
-    async def _stop_watcher(self) -> None:
-        """Stop the engine; a capture under way completes first (Watcher.run waits for it)."""
+    async def _release(self) -> None:
+        """The watch is being deleted and its finalizer waits for this: stop without acting or writing
+        (control/release.py)."""
+        await self.supervisor.close()  # the event consumer, and an action it may be about to take
+        await self._stop_watcher(finish_captures=False)
+        dropped = forget_events(self.queue, self.namespace, self.name)
+        log.info(
+            "%s/%s is being deleted: stopped (%d pending events dropped)", self.namespace, self.name, dropped
+        )
+
+    async def _stop_watcher(self, *, finish_captures: bool = True) -> None:
+        """Stop the engine; a capture under way completes first (Watcher.run waits for it) unless the watch is
+        being deleted."""
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(finish_captures=finish_captures)
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         self.watcher = None
