@@ -233,6 +233,7 @@ class WatchController:
         for key in [k for k in self.pods.names() if k not in running]:
             await self._drop(key)
         problems: list[str] = []
+        causes: set[str] = set()
         for pod in running.values():
             res = await self._resolve(spec, pod)
             if res.transient and res.problem:
@@ -245,6 +246,7 @@ class WatchController:
                     problems.append(res.problem)
             elif res.problem:
                 problems.append(res.problem)
+                causes.add(res.cause or "")
             else:
                 self.faults.recovered(pod.name, "resolve")
             if res.target is None:
@@ -276,7 +278,7 @@ class WatchController:
                 generation,
                 targets=len(self.pods),
                 resolution=targets_resolved(
-                    self.namespace, spec.selector.describe(), len(selected), len(running), problems
+                    self.namespace, spec.selector.describe(), len(selected), len(running), problems, causes
                 ),
             )
         )
@@ -425,6 +427,7 @@ class WatchController:
             targets=len(self.pods),
             scrape_errors=self.pods.scrape_errors(),
             store_error=self.store.error,
+            store_reason=self.store.reason,
             store_note=self.store.note,
             store_location=self.store.store.location if self.store.store is not None else "?",
             faults=tuple(x.describe() for x in self.faults.active(now)),

@@ -433,7 +433,7 @@ class Watcher:
             try:
                 result = await capture(self._scraper, self._store, req, now)
             except StoreError as e:
-                self._send(CaptureFailedEvent(name, now, rule, str(e)))
+                self._send(CaptureFailedEvent(name, now, rule, str(e), kind=type(e).__name__))
                 return
             except Exception as error:  # noqa: BLE001 - supervision: a capture that fails unexpectedly is tried again
                 last = attempt == CAPTURE_RETRIES
