@@ -43,11 +43,14 @@ def mw_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodIn
 
 
 # How a daemon stops (kopf: the `stopped` flag, then after STOP_GRACE_SECONDS a cancellation, then up to
-# STOP_TIMEOUT_SECONDS before it is abandoned): the engine finishes a capture under way (a CPU profile of up to
-# 60 s plus the other profiles) before it returns. The chart's terminationGracePeriodSeconds is above the sum
-# (docs/operator.md, "Shutdown"). A daemon that raises (ControllerFailed) is restarted by kopf after `backoff`.
-STOP_GRACE_SECONDS = 5.0
-STOP_TIMEOUT_SECONDS = 120.0
+# STOP_TIMEOUT_SECONDS before it is abandoned). When the operator exits, the engine finishes a capture under way
+# (a CPU profile of up to 60 s plus the other profiles) before it returns, so the grace covers a capture: a
+# cancellation would abandon it. After a cancellation only the cleanup is left. A deleted watch's daemon does not
+# wait for its capture and stops in moments (control/release.py). The chart's terminationGracePeriodSeconds is
+# above the sum (docs/operator.md, "Shutdown"). A daemon that raises (ControllerFailed) is restarted by kopf after
+# `backoff`.
+STOP_GRACE_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 15.0
 RESTART_BACKOFF_SECONDS = 10.0
 
 
@@ -100,7 +103,7 @@ async def watch_memorywatch(
 
 
 # kopf removes the finalizer of a deleted object only once its daemon has exited, and it looks again only when
-# the object changes or its own timer fires: after STOP_GRACE_SECONDS, and after a cancellation only after
+# the object changes or its own timer fires: after STOP_GRACE_SECONDS, and after a cancellation after
 # STOP_TIMEOUT_SECONDS more. So a daemon that exits a moment after kopf looked would hold the object for up to
 # two minutes. Annotating the object once the daemon has exited is that change: kopf looks again at once and
 # releases the object (docs/operator.md, "Deleting a MemoryWatch").
