@@ -21,14 +21,14 @@ def being_deleted(body: Mapping[str, Any]) -> bool:
 
 
 def forget_events(queue: EventQueue, namespace: str, name: str) -> int:
-    """Empty the queue of a deleted watch without acting on it. A finished capture is only logged, because its
-    status goes with the object. Returns how many events were dropped."""
+    """Empty the queue without acting on it (a deleted watch, or an exiting operator out of time). A finished
+    capture is only logged: it stays in the store. Returns how many events were dropped."""
     dropped = 0
     while (event := queue.get_nowait()) is not None:
         dropped += 1
         if isinstance(event, CaptureEvent):
             log.info(
-                "%s/%s is being deleted: capture for pod %s kept at %s (not recorded in status)",
+                "%s/%s is stopping: capture for pod %s kept at %s (not recorded in status)",
                 namespace,
                 name,
                 event.target,

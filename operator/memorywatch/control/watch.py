@@ -49,6 +49,8 @@ from memorywatch.targets import PodInfo
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 5.0
+#: How long an exiting operator records the engine's last events (statuses, Events, actions) before dropping them.
+DRAIN_SECONDS = 20.0
 DEFAULT_BACKOFF = Backoff()
 MAX_STATUS_CAPTURES = 10
 
@@ -104,6 +106,7 @@ class WatchController:
         self.name = name
         self.clock = clock
         self.reconcile_seconds = reconcile_seconds
+        self.drain_seconds = DRAIN_SECONDS
         self.watcher: Watcher | None = None
         self._watcher_task: asyncio.Task[None] | None = None
         self.spec: WatchSpec | None = None
@@ -371,8 +374,14 @@ class WatchController:
             await self._handle(await self.queue.get())
 
     async def _drain_events(self) -> None:
-        while (event := self.queue.get_nowait()) is not None:
+        """Record what the engine reported before it stopped, for at most `drain_seconds`; then drop the rest
+        (a finished capture is logged), so an exiting operator's stop stays bounded however much was queued."""
+        deadline = time.monotonic() + self.drain_seconds
+        while time.monotonic() < deadline and (event := self.queue.get_nowait()) is not None:
             await self._handle(event)
+        if dropped := forget_events(self.queue, self.namespace, self.name):
+            log.warning("%s/%s: %d events not recorded within %gs of stopping", self.namespace, self.name,
+                        dropped, self.drain_seconds)  # fmt: skip
 
     async def _handle(self, event: Event) -> None:
         """One engine event; a failure is that target's fault, and the consumer goes on with the next."""

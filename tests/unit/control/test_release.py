@@ -158,3 +158,24 @@ async def test_the_stopped_daemon_annotates_the_deleted_watch_so_kopf_looks_agai
 @pytest.mark.parametrize("error", [NotFoundError("gone", 404), KubeError("503 Service Unavailable", 503)])
 async def test_a_failed_nudge_is_harmless(error: KubeError) -> None:
     await _nudged(AnnotatingKube(error))  # raises nothing: kopf's own timer still releases the watch
+
+
+@pytest.mark.parametrize("drain_seconds", [20.0, 0.0])
+async def test_an_exiting_operator_records_queued_events_within_its_drain_budget(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture, drain_seconds: float
+) -> None:
+    kube, _, _, c = started(tmp_path)
+    c.drain_seconds = drain_seconds
+    c.queue.put_nowait(
+        CaptureEvent("shop-1", 2.0, "always", "/captures/ns/mw/shop-1/x", ("heap.pb.gz",), "ok")
+    )
+    stop = Running(c, body(1)).stop
+    stop.set()
+    with caplog.at_level(logging.INFO, logger="memorywatch.control.release"):
+        await asyncio.wait_for(c.run(lambda: body(1), lambda: [], stop), 5)
+    recorded = [cap["location"] for cap in c.captures]
+    if drain_seconds:
+        assert recorded == ["/captures/ns/mw/shop-1/x"] and kube.events, "recorded in status and an Event"
+    else:
+        assert recorded == [] and not kube.events, "out of time: dropped"
+        assert "/captures/ns/mw/shop-1/x" in caplog.text, "and the capture's location is logged"
