@@ -273,11 +273,9 @@ async def test_two_replicas_deciding_on_one_workload_at_once_disrupt_it_once(
         await asyncio.sleep(1)
     done = [o for o in outs if o.performed]
     assert len(done) == 1, [(o.pod, o.reason, o.message) for o in outs]
-    assert {o.reason for o in outs if not o.performed} <= {
-        "WorkloadBusy",
-        "BelowMinReplicas",
-        "TooManyUnavailable",
-    }
+    # Refused by the Lease (decided at the same moment), or by the guards that already see the eviction.
+    refusals = {"WorkloadBusy", "BelowMinReplicas", "TooManyUnavailable", "RolloutInProgress"}
+    assert {o.reason for o in outs if not o.performed} <= refusals, [(o.reason, o.message) for o in outs]
     assert sampler.least["api"] >= 1, "one of api's two replicas kept serving"
 
 
