@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Iterable, Mapping
@@ -12,8 +13,9 @@ import kopf
 from memorywatch import metrics
 from memorywatch.api.capture_object import FINALIZER as CAPTURE_FINALIZER
 from memorywatch.control.capture_files import delete_capture_files
+from memorywatch.control.release import being_deleted
 from memorywatch.control.watch import ControllerFailed, WatchController
-from memorywatch.k8s.client import CAPTURE_PLURAL, GROUP, PLURAL, VERSION
+from memorywatch.k8s.client import CAPTURE_PLURAL, GROUP, PLURAL, VERSION, Kube, KubeError, NotFoundError
 from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
 
@@ -31,6 +33,9 @@ def owned_pods(memo: Any, namespace: str, index: Mapping[str, Iterable[PodInfo]]
         return pods
     view = shard.view
     return [p for p in pods if view.owns(namespace, p.name)]
+
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -56,11 +61,14 @@ def mw_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, PodIn
 
 
 # How a daemon stops (kopf: the `stopped` flag, then after STOP_GRACE_SECONDS a cancellation, then up to
-# STOP_TIMEOUT_SECONDS before it is abandoned): the engine finishes a capture under way (a CPU profile of up to
-# 60 s plus the other profiles) before it returns. The chart's terminationGracePeriodSeconds is above the sum
-# (docs/operator.md, "Shutdown"). A daemon that raises (ControllerFailed) is restarted by kopf after `backoff`.
-STOP_GRACE_SECONDS = 5.0
-STOP_TIMEOUT_SECONDS = 120.0
+# STOP_TIMEOUT_SECONDS before it is abandoned). When the operator exits, the engine finishes a capture under way
+# (a CPU profile of up to 60 s plus the other profiles) before it returns, so the grace covers a capture: a
+# cancellation would abandon it. After a cancellation only the cleanup is left. A deleted watch's daemon does not
+# wait for its capture and stops in moments (control/release.py). The chart's terminationGracePeriodSeconds is
+# above the sum (docs/operator.md, "Shutdown"). A daemon that raises (ControllerFailed) is restarted by kopf after
+# `backoff`.
+STOP_GRACE_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 15.0
 RESTART_BACKOFF_SECONDS = 10.0
 
 
@@ -108,6 +116,9 @@ async def watch_memorywatch(
         raise kopf.TemporaryError(str(e), delay=RESTART_BACKOFF_SECONDS) from e
     finally:
         metrics.WATCHES.dec()
+        task = asyncio.current_task()
+        if task is not None and being_deleted(body):
+            task.add_done_callback(lambda _: nudge_after_stop(memo.kube, namespace, name))
 
 
 @kopf.on.delete(GROUP, VERSION, CAPTURE_PLURAL)
@@ -126,3 +137,35 @@ async def delete_memorycapture_files(
     )
     if again is not None:
         raise kopf.TemporaryError(again.message, delay=again.delay_seconds)
+
+
+# kopf removes the finalizer of a deleted object only once its daemon has exited, and it looks again only when
+# the object changes or its own timer fires: after STOP_GRACE_SECONDS, and after a cancellation after
+# STOP_TIMEOUT_SECONDS more. So a daemon that exits a moment after kopf looked would hold the object for up to
+# two minutes. Annotating the object once the daemon has exited is that change: kopf looks again at once and
+# releases the object (docs/operator.md, "Deleting a MemoryWatch").
+STOPPED_ANNOTATION = "memorywatch.io/stopped-at"
+_nudges: set[asyncio.Task[None]] = set()
+
+
+def nudge_after_stop(kube: Kube, namespace: str, name: str) -> asyncio.Task[None]:
+    """Called once the daemon's task is done: annotate the deleted MemoryWatch so kopf releases it now."""
+
+    async def nudge() -> None:
+        stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        try:
+            await kube.annotate(namespace, name, {STOPPED_ANNOTATION: stamp})
+        except NotFoundError:
+            pass  # already released
+        except KubeError as e:
+            log.warning(
+                "%s/%s stopped, but kopf could not be told so (%s); it looks again by itself",
+                namespace,
+                name,
+                e,
+            )
+
+    task = asyncio.ensure_future(nudge())
+    _nudges.add(task)
+    task.add_done_callback(_nudges.discard)
+    return task

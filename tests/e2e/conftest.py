@@ -4,6 +4,8 @@
   (built by `hack/build-image` before the first test, when the operator's tests are collected) and yields a `Cluster`
   with the admin kubeconfig, an ApiClient factory, the S3 endpoint and credentials and a kubectl helper.
   If this session started the cluster, it is stopped at the end (set MW_KEEP_CLUSTER=1 to keep it).
+- `operator_image` (session): the operator's OCI archive, built before the first test and loaded into the cluster
+  by `cluster`; a fixture that installs the chart names it (or is `mw_operator`) so the chart's default image runs.
 - `namespace`: a fresh namespace per test, deleted afterwards (its pod processes are stopped).
 - `pprofserver`: path of a tiny Go program (tests/e2e/testdata/pprofserver) serving net/http/pprof on -listen,
   built with the machine's `go` into a cache keyed by a hash of its source. A build failure FAILS the test.
@@ -45,6 +47,8 @@ from e2e_harness import (
 )
 
 _tools_error: str | None = None
+#: Fixtures that install the chart with the operator image: naming one makes the session build and load it.
+OPERATOR_FIXTURES = frozenset({"mw_operator", "operator_image"})
 _image: tuple[Path | None, str] | None = None  # the operator image archive (or None and the build error)
 
 
@@ -62,9 +66,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     elif time.monotonic() - t0 > 5:
         print(f"\n{proc.stderr.strip()}", file=sys.__stderr__)
     # The operator's tests install the chart with its default image and command: build that image here too
-    # (outside the per-test timeout: a cold build makes the Debian bases, ~5 min; a warm one ~1 min).
+    # (outside the per-test timeout: a cold build makes the Debian bases, ~5 min; a warm one ~1 min). A test
+    # asks for it by naming a fixture of OPERATOR_FIXTURES (statically, so it is seen at collection).
     global _image
-    if any("mw_operator" in getattr(item, "fixturenames", ()) for item in session.items):
+    if any(OPERATOR_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items):
         t0 = time.monotonic()
         _image = build_operator_image()
         if _image[0] is not None and time.monotonic() - t0 > 5:
@@ -114,6 +119,14 @@ def cluster() -> Iterator[Cluster]:
             down = run_hack("down", timeout=300)
             if down.returncode != 0:
                 print(f"hack/local-cluster down failed:\n{down.stderr}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def operator_image(cluster: Cluster) -> Path:
+    """The operator's OCI archive, built before the run and loaded into the cluster (the chart's default image
+    then runs from it). Name it in a fixture that installs the chart."""
+    assert _image is not None and _image[0] is not None, "the operator image was not built"
+    return _image[0]
 
 
 @pytest.fixture

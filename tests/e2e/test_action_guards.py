@@ -256,6 +256,29 @@ async def test_twenty_watches_over_overlapping_selectors_respect_the_rate_and_mi
     assert len(counted) == len(evicted), "every action the two replicas took is counted in the shared Lease"
 
 
+async def test_two_replicas_deciding_on_one_workload_at_once_disrupt_it_once(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: Path
+) -> None:  # fmt: skip
+    """Two runners (two operator replicas: no lock in common) are asked at the same moment to evict each of the two
+    pods of a 2-replica workload, three times over. Each alone passes the replica guards (2 ready, one may go);
+    together they would take both. The shared Lease serialises them: one eviction, the rest refused."""
+    deploy("api", pprofserver, replicas=2)
+    pods = sorted(settled_pods(core, namespace, "api", 2, apps))
+    limits = RateLimits(window_seconds=600, cluster_max=100, namespace_max=100)
+    replicas = [runner(cluster, ActionPolicy(), namespace, limits) for _ in range(2)]
+    with ReadySampler(core, namespace, ["api"]) as sampler:
+        outs = await asyncio.gather(
+            *(act(replicas[i], "EvictPod", namespace, pods[i]) for i in (0, 1) for _ in range(3))
+        )
+        await asyncio.sleep(1)
+    done = [o for o in outs if o.performed]
+    assert len(done) == 1, [(o.pod, o.reason, o.message) for o in outs]
+    # Refused by the Lease (decided at the same moment), or by the guards that already see the eviction.
+    refusals = {"WorkloadBusy", "BelowMinReplicas", "TooManyUnavailable", "RolloutInProgress"}
+    assert {o.reason for o in outs if not o.performed} <= refusals, [(o.reason, o.message) for o in outs]
+    assert sampler.least["api"] >= 1, "one of api's two replicas kept serving"
+
+
 async def test_scale_with_an_hpa_and_two_replicas_changes_it_once(
     cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: Path, make_watch: Any
 ) -> None:  # fmt: skip

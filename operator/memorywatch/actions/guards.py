@@ -28,7 +28,13 @@ SUPPORTED_KINDS: Mapping[str, tuple[str, ...]] = {
 }
 #: Refusals that pass on their own: the controller tries again at the next capture instead of cooling down.
 RETRYABLE_REASONS = frozenset(
-    {"ClusterRateLimited", "NamespaceRateLimited", "RateLimitUnavailable", "TooManyUnavailable"}
+    {
+        "ClusterRateLimited",
+        "NamespaceRateLimited",
+        "WorkloadBusy",
+        "RateLimitUnavailable",
+        "TooManyUnavailable",
+    }
 )
 #: Actions that take a serving pod away. Scale only adds replicas, so the replica guards do not apply to it.
 DISRUPTIVE = frozenset({"EvictPod", "RolloutRestart"})

@@ -45,14 +45,19 @@ class LeaseLedger:
         self.clock = clock
         self.api = k8s.CoordinationV1Api(kube.api)
 
-    async def reserve(self, namespace: str, *, dry_run: bool = False) -> Admission:
-        """Count one action in `namespace` if both windows allow it (a dry run only asks, never counts)."""
+    async def reserve(self, namespace: str, *, dry_run: bool = False, workload: str = "") -> Admission:
+        """Count one action in `namespace` if both windows allow it and, for a disruptive action, `workload` is
+        not taken by another (a dry run only asks, never counts)."""
         for _ in range(ATTEMPTS):
             try:
                 lease = await self._read_or_create()
                 annotations = dict(lease.metadata.annotations or {})
                 verdict = admit(
-                    decode(annotations.get(RECORDS_ANNOTATION)), namespace, self.clock(), self.limits
+                    decode(annotations.get(RECORDS_ANNOTATION)),
+                    namespace,
+                    self.clock(),
+                    self.limits,
+                    workload,
                 )
                 if not verdict.allowed or dry_run:
                     return verdict

@@ -6,7 +6,7 @@ labels, the workload and its ready pods), runs the guard chain, counts the actio
 limits), then acts. Reasons (`ActionOutcome.reason`): Evicted, Restarted, Scaled, DryRun (a dry run that would
 have acted), the guard reasons (ActionsPaused, NamespaceOptedOut, WatchDeleted, WatchSuspended, ActionChanged,
 PodReplaced, PodGone, NoWorkload, UnsupportedWorkload, BelowMinReplicas, TooManyUnavailable, ClusterRateLimited,
-NamespaceRateLimited, RateLimitUnavailable), DisruptionBudget (a PodDisruptionBudget refused the eviction),
+NamespaceRateLimited, WorkloadBusy, RateLimitUnavailable), DisruptionBudget (a PodDisruptionBudget refused the eviction),
 RolloutInProgress, AtMaxReplicas, HPAOwnsReplicas, RecentlyScaled, Forbidden (RBAC; the message names the missing
 verb and resource), Failed (any other API error). A dry run resolves everything, asks the API server with
 `dryRun=All` where it can, checks the rate limits without counting, and changes nothing.
@@ -53,7 +53,7 @@ CHART_VALUE = {
 class Ledger(Protocol):
     """Counts actions against the rate limits (actions/ledger.py keeps them in a Lease)."""
 
-    async def reserve(self, namespace: str, *, dry_run: bool = False) -> Admission: ...
+    async def reserve(self, namespace: str, *, dry_run: bool = False, workload: str = "") -> Admission: ...
 
 
 class _Refused(Exception):
@@ -243,7 +243,8 @@ class KubeActions:
                     f"{w} is not settled ({why}); acting on one pod of a workload at a time, so not now"
                 )  # fmt: skip
         if self.ledger is not None:
-            admission = await self.ledger.reserve(namespace, dry_run=dry_run)
+            taken = str(w) if action in DISRUPTIVE else ""  # one disruptive action per workload at a time
+            admission = await self.ledger.reserve(namespace, dry_run=dry_run, workload=taken)
             if not admission.allowed:
                 return False, admission.reason, admission.message
         if action == "EvictPod":

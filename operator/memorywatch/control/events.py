@@ -67,7 +67,7 @@ class EventHandler:
         elif isinstance(event, CaptureFailedEvent):
             metrics.CAPTURES.labels(result="error").inc()
             metrics.WATCH_CAPTURES.labels(c.namespace, c.name, "error").inc()
-            c.store.error = event.error
+            c.store.capture_failed(event.error, event.kind)
             text = f"pod {event.target}, rule {event.rule}: {event.error}"
             await c.poster.on_watch("Warning", "CaptureFailed", text)
             kind = kind_of(c.spec.rules, event.rule) if c.spec else ""
@@ -94,7 +94,7 @@ class EventHandler:
         c = self.c
         metrics.CAPTURES.labels(result="ok" if not event.errors else "partial").inc()
         metrics.WATCH_CAPTURES.labels(c.namespace, c.name, "ok" if not event.errors else "partial").inc()
-        c.store.error = None
+        c.store.capture_succeeded()
         c.faults.capture_ok(event.target, event.time)
         record, record_error = await self._record(event)
         entry = {

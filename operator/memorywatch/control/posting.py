@@ -94,6 +94,10 @@ class FaultReporter:
                 "could not post the Degraded event of %s/%s: %s", self._poster.namespace, self._poster.name, e
             )
 
-    async def close(self) -> None:
+    async def close(self, *, cancel: bool = False) -> None:
+        """Wait for the posts in flight, or with `cancel` (the watch is being deleted) stop them."""
+        if cancel:
+            for task in self._posts:
+                task.cancel()
         if self._posts:
             await asyncio.gather(*self._posts, return_exceptions=True)

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import tempfile
 
+from memorywatch.api.consent import REASON as SECRET_ACCESS_NOT_GRANTED
 from memorywatch.api.consent import ConsentTarget, secret_problem
 from memorywatch.api.spec import WatchSpec
 from memorywatch.control.ports import ForwardCloser, Forwarder
@@ -35,6 +36,11 @@ class Resolution:
 
 def _transient(e: KubeError) -> bool:
     return isinstance(e, (ApiUnavailable, TooManyRequests)) or e.status is None
+
+
+def _secret_cause(e: KubeError) -> str:
+    """RBAC refusing a Secret the watch names means its namespace has not consented (api/consent.py)."""
+    return SECRET_ACCESS_NOT_GRANTED if isinstance(e, ForbiddenError) else type(e).__name__
 
 
 class TargetResolver:
@@ -72,7 +78,7 @@ class TargetResolver:
                 got = await self._secrets.get(self.namespace, ref.name, ref.key)
             except KubeError as e:
                 problem = self._secret_problem(e, ref.name, "spec.endpoint.bearerTokenSecretRef")
-                return Resolution(pod.name, None, port, problem, _transient(e), type(e).__name__)
+                return Resolution(pod.name, None, port, problem, _transient(e), _secret_cause(e))
             token = got.value.strip()
             if got.stale_error:
                 stale.append((f"spec.endpoint.bearerTokenSecretRef: {got.stale_error}", got.stale_error))
@@ -85,7 +91,7 @@ class TargetResolver:
                     ca = await self._secrets.get(self.namespace, ref.name, ref.key)
                 except KubeError as e:
                     problem = self._secret_problem(e, ref.name, "spec.endpoint.tls.caSecretRef")
-                    return Resolution(pod.name, None, port, problem, _transient(e), type(e).__name__)
+                    return Resolution(pod.name, None, port, problem, _transient(e), _secret_cause(e))
                 if ca.stale_error:
                     stale.append((f"spec.endpoint.tls.caSecretRef: {ca.stale_error}", ca.stale_error))
                 ca_file = self._ca_file(ref.name, ref.key, ca.value)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+from memorywatch.api.consent import REASON as SECRET_ACCESS_NOT_GRANTED
 
 MAX_MESSAGE_CHARS = 1000
 MAX_STATUS_COOLDOWNS = 100
@@ -100,6 +102,8 @@ class WatchFacts:
     resolution: tuple[str, str, str] | None = None
     scrape_errors: tuple[ScrapeError, ...] = ()
     store_error: str | None = None
+    #: The StoreAvailable=False reason with store_error (CaptureQuotaExceeded for a quota, else StoreUnavailable).
+    store_reason: str = "StoreUnavailable"
     store_note: str | None = None
     store_location: str = "?"
     #: Descriptions of the active faults, newest first (the Degraded condition).
@@ -131,7 +135,7 @@ def derive_conditions(
         message = f"{facts.targets} target(s) answering"
         set_condition(c, "ScrapesHealthy", "True", "ScrapesSucceeding", message, g, now)
     if facts.store_error:
-        set_condition(c, "StoreAvailable", "False", "StoreUnavailable", facts.store_error, g, now)
+        set_condition(c, "StoreAvailable", "False", facts.store_reason, facts.store_error, g, now)
     elif facts.store_note:
         set_condition(c, "StoreAvailable", "True", "FallbackInUse", facts.store_note, g, now)
     else:
@@ -192,13 +196,20 @@ def comparable(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def targets_resolved(
-    namespace: str, selector: str, selected: int, running: int, problems: Sequence[str]
+    namespace: str,
+    selector: str,
+    selected: int,
+    running: int,
+    problems: Sequence[str],
+    causes: Collection[str] = (),
 ) -> tuple[str, str, str]:
-    """TargetsResolved as (status, reason, message)."""
+    """TargetsResolved as (status, reason, message). `causes` are the problems' causes: a Secret the namespace
+    has not granted access to (SecretAccessNotGranted) names the reason, since its message has the fix."""
     if not selected:
         return ("False", "NoPodsSelected", f"no pod in namespace {namespace} matches the selector {selector}")
     if problems:
-        return ("False", "TargetsUnresolved", "; ".join(problems[:5]))
+        reason = SECRET_ACCESS_NOT_GRANTED if SECRET_ACCESS_NOT_GRANTED in causes else "TargetsUnresolved"
+        return ("False", reason, "; ".join(problems[:5]))
     if not running:
         return ("False", "NoRunningPods", f"{selected} pod(s) selected, none running with an IP yet")
     return ("True", "TargetsFound", f"watching {running} pod(s)")

@@ -16,6 +16,11 @@ from memorywatch.store import CaptureStore, StoreError
 StoreFactory = Callable[[WatchSpec, str], Awaitable[CaptureStore]]
 
 
+#: StoreAvailable=False reasons: a quota of the operator's volume refused the capture, or any other store failure.
+QUOTA_REASON = "CaptureQuotaExceeded"
+UNAVAILABLE_REASON = "StoreUnavailable"
+
+
 @dataclasses.dataclass
 class StoreState:
     store: CaptureStore | None = None
@@ -23,6 +28,16 @@ class StoreState:
     error: str | None = None
     #: A store that works in a lesser way (S3 down, the volume in use).
     note: str | None = None
+    #: The StoreAvailable=False reason that goes with `error`.
+    reason: str = UNAVAILABLE_REASON
+
+    def capture_failed(self, error: str, kind: str) -> None:
+        """The last capture failed with a store error of class `kind` (QuotaExceeded: a retention quota)."""
+        self.error = error
+        self.reason = QUOTA_REASON if kind == "QuotaExceeded" else UNAVAILABLE_REASON
+
+    def capture_succeeded(self) -> None:
+        self.error, self.reason = None, UNAVAILABLE_REASON
 
     def for_engine(self) -> CaptureStore:
         return self.store if self.store is not None else UnavailableStore(self.error or "no store")

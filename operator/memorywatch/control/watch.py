@@ -25,6 +25,7 @@ from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
 from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
+from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
 from memorywatch.control.status import (
@@ -51,6 +52,8 @@ from memorywatch.targets import PodInfo
 log = logging.getLogger(__name__)
 
 RECONCILE_SECONDS = 5.0
+#: How long an exiting operator records the engine's last events (statuses, Events, actions) before dropping them.
+DRAIN_SECONDS = 20.0
 DEFAULT_BACKOFF = Backoff()
 MAX_STATUS_CAPTURES = 5  # the newest few; the full record of every capture is its MemoryCapture
 
@@ -107,6 +110,7 @@ class WatchController:
         self.name = name
         self.clock = clock
         self.reconcile_seconds = reconcile_seconds
+        self.drain_seconds = DRAIN_SECONDS
         self.watcher: Watcher | None = None
         self._watcher_task: asyncio.Task[None] | None = None
         self.spec: WatchSpec | None = None
@@ -180,12 +184,22 @@ class WatchController:
             metrics.TARGETS.dec(self._counted_targets)
             self._counted_targets = 0
             metrics.forget_watch(self.namespace, self.name)
-            await self._stop_watcher()
-            await self._drain_events()
-            await self.supervisor.close()
-            await self.reporter.close()
-            await self.notifications.close()
-            self.resolver.cleanup()
+            try:
+                deleted = being_deleted(get_body())
+            except Exception:  # noqa: BLE001 - a body that cannot be read: stop as for an exiting operator
+                deleted = False
+            try:
+                if deleted:
+                    await self._release()
+                else:
+                    await self._stop_watcher()
+                    await self._drain_events()
+            finally:
+                # Also when kopf cancels the daemon half-way through the above: no task outlives the watch.
+                await self.supervisor.close()
+                await self.reporter.close(cancel=deleted)
+                await self.notifications.close()
+                self.resolver.cleanup()
 
     async def _sweep_captures(self) -> None:
         """MemoryCaptures still to create, and those whose files retention pruned (control/capture_records)."""
@@ -196,10 +210,21 @@ class WatchController:
         if created:
             await self.write_status(force=True)
 
-    async def _stop_watcher(self) -> None:
-        """Stop the engine; a capture under way completes first (Watcher.run waits for it)."""
+    async def _release(self) -> None:
+        """The watch is being deleted and its finalizer waits for this: stop without acting or writing
+        (control/release.py)."""
+        await self.supervisor.close()  # the event consumer, and an action it may be about to take
+        await self._stop_watcher(finish_captures=False)
+        dropped = forget_events(self.queue, self.namespace, self.name)
+        log.info(
+            "%s/%s is being deleted: stopped (%d pending events dropped)", self.namespace, self.name, dropped
+        )
+
+    async def _stop_watcher(self, *, finish_captures: bool = True) -> None:
+        """Stop the engine; a capture under way completes first (Watcher.run waits for it) unless the watch is
+        being deleted."""
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(finish_captures=finish_captures)
         if self._watcher_task is not None:
             await asyncio.gather(self._watcher_task, return_exceptions=True)
         self.watcher = None
@@ -229,6 +254,7 @@ class WatchController:
         for key in [k for k in self.pods.names() if k not in running]:
             await self._drop(key)
         problems: list[str] = []
+        causes: set[str] = set()
         for pod in running.values():
             res = await self._resolve(spec, pod)
             if res.transient and res.problem:
@@ -241,6 +267,7 @@ class WatchController:
                     problems.append(res.problem)
             elif res.problem:
                 problems.append(res.problem)
+                causes.add(res.cause or "")
             else:
                 self.faults.recovered(pod.name, "resolve")
             if res.target is None:
@@ -272,7 +299,7 @@ class WatchController:
                 generation,
                 targets=len(self.pods),
                 resolution=targets_resolved(
-                    self.namespace, spec.selector.describe(), len(selected), len(running), problems
+                    self.namespace, spec.selector.describe(), len(selected), len(running), problems, causes
                 ),
             )
         )
@@ -365,8 +392,14 @@ class WatchController:
             await self._handle(await self.queue.get())
 
     async def _drain_events(self) -> None:
-        while (event := self.queue.get_nowait()) is not None:
+        """Record what the engine reported before it stopped, for at most `drain_seconds`; then drop the rest
+        (a finished capture is logged), so an exiting operator's stop stays bounded however much was queued."""
+        deadline = time.monotonic() + self.drain_seconds
+        while time.monotonic() < deadline and (event := self.queue.get_nowait()) is not None:
             await self._handle(event)
+        if dropped := forget_events(self.queue, self.namespace, self.name):
+            log.warning("%s/%s: %d events not recorded within %gs of stopping", self.namespace, self.name,
+                        dropped, self.drain_seconds)  # fmt: skip
 
     async def _handle(self, event: Event) -> None:
         """One engine event; a failure is that target's fault, and the consumer goes on with the next."""
@@ -421,6 +454,7 @@ class WatchController:
             targets=len(self.pods),
             scrape_errors=self.pods.scrape_errors(),
             store_error=self.store.error,
+            store_reason=self.store.reason,
             store_note=self.store.note,
             store_location=self.store.store.location if self.store.store is not None else "?",
             faults=tuple(x.describe() for x in self.faults.active(now)),

@@ -93,6 +93,8 @@ class CaptureFailedEvent:
     time: float
     rule: str
     error: str
+    #: The store error's class name (e.g. QuotaExceeded), "" when the capture failed otherwise.
+    kind: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -107,6 +107,7 @@ class Watcher:
         self.breach_captured = False
         self._states: dict[str, _TargetState] = {}
         self._orphan_captures: set[asyncio.Task[None]] = set()
+        self._finish_captures = True
 
     @property
     def settings(self) -> WatchSettings:
@@ -214,7 +215,10 @@ class Watcher:
         live = any(s.capture_task is not None and not s.capture_task.done() for s in self._states.values())
         return live or bool(self._orphan_captures)
 
-    def stop(self) -> None:
+    def stop(self, *, finish_captures: bool = True) -> None:
+        """End run(). A capture under way is finished first, unless `finish_captures` is False (the watch was
+        deleted: nobody waits for its evidence, and its release must not wait for a profile download)."""
+        self._finish_captures = self._finish_captures and finish_captures
         self._stop.set()
 
     async def run(self) -> None:
@@ -238,6 +242,9 @@ class Watcher:
             # A capture under way is finished, not abandoned: evidence is never lost to a shutdown.
             pending = [s.capture_task for s in states if s.capture_task and not s.capture_task.done()]
             pending += list(self._orphan_captures)
+            if not self._finish_captures:
+                for task in pending:
+                    task.cancel()  # its folder has no manifest.json: the partial sweep removes it
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             for s in states:
@@ -426,7 +433,7 @@ class Watcher:
             try:
                 result = await capture(self._scraper, self._store, req, now)
             except StoreError as e:
-                self._send(CaptureFailedEvent(name, now, rule, str(e)))
+                self._send(CaptureFailedEvent(name, now, rule, str(e), kind=type(e).__name__))
                 return
             except Exception as error:  # noqa: BLE001 - supervision: a capture that fails unexpectedly is tried again
                 last = attempt == CAPTURE_RETRIES

@@ -193,6 +193,19 @@ class Kube:
             name,
         )
 
+    async def annotate(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+        """Merge-patch annotations onto a MemoryWatch (not its spec)."""
+        await self.call(
+            f"annotate MemoryWatch {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": dict(annotations)}},
+        )
+
     async def event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         """Post an Event, aggregating repeats: the same object, reason and message within ten minutes bumps
         the count of the existing Event instead of creating another (never one event per scrape)."""

@@ -71,3 +71,44 @@ def test_limits_refuse_nonsense() -> None:
         RateLimits(window_seconds=0)
     with pytest.raises(ValueError, match="cluster"):
         RateLimits(cluster_max=-1)
+
+
+def test_one_disruptive_action_per_workload_at_a_time() -> None:
+    limits = RateLimits(window_seconds=600, cluster_max=100, namespace_max=100, workload_seconds=30)
+    first = admit((), "shop", 100, limits, "Deployment/web")
+    assert first.allowed and first.records[-1] == Record(100, "shop", "Deployment/web")
+    again = admit(first.records, "shop", 110, limits, "Deployment/web")
+    assert (again.allowed, again.reason, again.retry_at) == (False, "WorkloadBusy", 130)
+    assert "Deployment/web" in again.message and "10s ago" in again.message
+    assert admit(first.records, "shop", 110, limits, "Deployment/api").allowed, "another workload"
+    assert admit(first.records, "pay", 110, limits, "Deployment/web").allowed, "the same name elsewhere"
+    assert admit(first.records, "shop", 110, limits).allowed, "Scale takes no pod: not serialised"
+    assert admit(first.records, "shop", 130, limits, "Deployment/web").allowed, "after the spacing"
+
+
+def test_two_replicas_deciding_at_once_act_once() -> None:
+    """Both read the same records; the first write wins, the second reads again (a 409) and is refused."""
+    limits = RateLimits(window_seconds=600, cluster_max=100, namespace_max=100)
+    read = ()
+    a = admit(read, "shop", 100.0, limits, "Deployment/api")
+    b = admit(read, "shop", 100.001, limits, "Deployment/api")
+    assert a.allowed and b.allowed, "each alone would pass"
+    b_again = admit(a.records, "shop", 100.002, limits, "Deployment/api")  # after the conflict
+    assert (b_again.allowed, b_again.reason) == (False, "WorkloadBusy")
+
+
+def test_the_workload_spacing_is_capped_at_the_window_and_zero_turns_it_off() -> None:
+    records = (Record(0, "shop", "Deployment/web"),)
+    assert admit(records, "shop", 20, RateLimits(20, 100, 100, 30), "Deployment/web").allowed
+    assert admit(records, "shop", 1, RateLimits(600, 100, 100, 0), "Deployment/web").allowed
+    with pytest.raises(ValueError, match="per-workload"):
+        RateLimits(workload_seconds=-1)
+
+
+def test_workload_records_round_trip_and_old_records_still_read() -> None:
+    records = [Record(1.5, "a", "Deployment/web"), Record(2.0, "b")]
+    assert decode(encode(records)) == records
+    assert decode('[[1.5, "a"], [2, "b", "StatefulSet/db"], [3, "c", 7]]') == [
+        Record(1.5, "a"),
+        Record(2.0, "b", "StatefulSet/db"),
+    ]
