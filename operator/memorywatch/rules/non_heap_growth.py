@@ -94,16 +94,19 @@ class NonHeapGrowth(TrendRule):
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         start = sample.time - self.window_seconds
-        go_points = self.go_series.window(sample.time)
-        rss_points = self.rss_series.window(sample.time)
-        go_change = go_points[-1].value - go_points[0].value if go_points else 0.0
+        # Both series hold byte counts (ints, kept as floats: exact up to 2**53 bytes).
+        _, go_values = self.go_series.window_columns(sample.time)
+        _, rss_values = self.rss_series.window_columns(sample.time)
+        go = [int(v) for v in (go_values[:1] + go_values[-1:])]
+        rss = [int(v) for v in (rss_values[:1] + rss_values[-1:])]
+        go_change = go[-1] - go[0] if go else 0.0
         extra: dict[str, Any] = {
             "rss_source": self.source,
             "gap": "rss - (Sys - HeapReleased)",
-            "rss_first": rss_points[0].value if rss_points else None,
-            "rss_last": rss_points[-1].value if rss_points else None,
-            "go_resident_first": go_points[0].value if go_points else None,
-            "go_resident_last": go_points[-1].value if go_points else None,
+            "rss_first": rss[0] if rss else None,
+            "rss_last": rss[-1] if rss else None,
+            "go_resident_first": go[0] if go else None,
+            "go_resident_last": go[-1] if go else None,
             "go_resident_change": go_change,
         }
         threads = [n for t, n in self._threads if t >= start]
