@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
+from memorywatch.engine import schedule
 from memorywatch.engine.capture import Baseline, CaptureRequest, capture, take_baseline
 from memorywatch.engine.events import (
     BreachEvent,
@@ -286,7 +287,11 @@ class Watcher:
 
     async def _loop(self, state: _TargetState) -> None:
         interval = self._settings.interval_seconds
-        next_at = time.monotonic()
+        # Spread many targets over the interval instead of sampling them all at once (schedule.py).
+        delay = schedule.first_sample_delay(state.key, interval, len(self._states))
+        next_at = time.monotonic() + delay
+        if delay > 0:
+            await asyncio.sleep(delay)
         while not self._stop.is_set():
             try:
                 await self._tick(state)
