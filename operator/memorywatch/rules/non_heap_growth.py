@@ -10,6 +10,8 @@ peak that keeps rising by more than Go's own peak did means non-Go memory grew b
 
 from __future__ import annotations
 
+import array
+import bisect
 from typing import Any
 
 from memorywatch.api import units
@@ -41,7 +43,9 @@ class NonHeapGrowth(TrendRule):
         self.rss_series = Series(self.window_seconds)
         self._go_peak: int | None = None
         self.source: str | None = None
-        self._threads: list[tuple[float, int]] = []
+        # OS thread counts over the window, as columns (time, count): evidence only.
+        self._thread_times = array.array("d")
+        self._thread_counts = array.array("d")
 
     def reset(self) -> None:
         super().reset()
@@ -49,12 +53,16 @@ class NonHeapGrowth(TrendRule):
         self.rss_series.clear()
         self._go_peak = None
         self.source = None
-        self._threads.clear()
+        self._thread_times = array.array("d")
+        self._thread_counts = array.array("d")
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
         if sample.threads is not None:
-            self._threads = [(t, n) for t, n in self._threads if t >= sample.time - self.window_seconds]
-            self._threads.append((sample.time, sample.threads))
+            old = bisect.bisect_left(self._thread_times, sample.time - self.window_seconds)
+            del self._thread_times[:old]
+            del self._thread_counts[:old]
+            self._thread_times.append(sample.time)
+            self._thread_counts.append(sample.threads)
         return self.judge(sample, started_at=started_at)
 
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -109,7 +117,8 @@ class NonHeapGrowth(TrendRule):
             "go_resident_last": go[-1] if go else None,
             "go_resident_change": go_change,
         }
-        threads = [n for t, n in self._threads if t >= start]
+        first = bisect.bisect_left(self._thread_times, start)
+        threads = [int(n) for n in self._thread_counts[first:]]
         if threads:
             extra["threads_first"], extra["threads_last"] = threads[0], threads[-1]
         subject = "Resident memory outside the Go runtime's accounting"
