@@ -81,7 +81,7 @@ def same_trend(new: Trend | None, old: Trend | None) -> None:
     assert new == old
 
 
-CASES = [(seed, kind) for seed in range(3) for kind in ("regular", "jittered", "gc points", "dense")]
+CASES = [(seed, kind) for seed in range(2) for kind in ("regular", "jittered", "gc points", "dense")]
 
 
 @pytest.mark.parametrize(("seed", "kind"), CASES)
@@ -96,7 +96,7 @@ def test_columns_and_gated_verdicts_equal_the_reference(seed: int, kind: str) ->
             series.append(t, value)
             reference.append(t, value)
             assert series.latest == reference.latest
-            if i % (40 if kind == "dense" else 3):
+            if i % (40 if kind == "dense" else 4):
                 continue
             old_points = reference.window(t)
             ts, vs = series.window_columns(t)
