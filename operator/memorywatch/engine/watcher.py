@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -12,6 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
+from memorywatch.engine import schedule
 from memorywatch.engine.capture import Baseline, CaptureRequest, capture, take_baseline
 from memorywatch.engine.events import (
     BreachEvent,
@@ -23,6 +23,7 @@ from memorywatch.engine.events import (
     SampleEvent,
     ScrapeFailedEvent,
 )
+from memorywatch.engine.window import SampleWindow
 from memorywatch.rules.base import RuleStatus
 from memorywatch.rules.engine import Judgement, TargetJudge
 from memorywatch.rules.model import RuleKind, RuleSpec
@@ -69,7 +70,7 @@ class _TargetState:
     pod: str
     target: TargetConfig
     judge: TargetJudge
-    recent: collections.deque[Sample]
+    recent: SampleWindow
     baseline: Baseline | None = None
     baseline_task: asyncio.Task[Baseline] | None = None
     capture_task: asyncio.Task[None] | None = None
@@ -137,7 +138,7 @@ class Watcher:
             pod=pod or target.name or f"{target.host}_{target.port}",
             target=target,
             judge=judge,
-            recent=collections.deque(maxlen=RECENT_SAMPLES),
+            recent=SampleWindow(RECENT_SAMPLES),
             limit_bytes=limit_bytes,
         )
         self._states[key] = state
@@ -293,7 +294,11 @@ class Watcher:
 
     async def _loop(self, state: _TargetState) -> None:
         interval = self._settings.interval_seconds
-        next_at = time.monotonic()
+        # Spread many targets over the interval instead of sampling them all at once (schedule.py).
+        delay = schedule.first_sample_delay(state.key, interval, len(self._states))
+        next_at = time.monotonic() + delay
+        if delay > 0:
+            await asyncio.sleep(delay)
         while not self._stop.is_set():
             try:
                 await self._tick(state)
@@ -343,13 +348,8 @@ class Watcher:
             state.recent.clear()
             state.baseline = None
             state.baseline_task = None
-        # The window keeps what manifests use; the goroutine stacks stay with the judge (it needs one).
-        kept = (
-            sample
-            if sample.goroutine_profile is None
-            else dataclasses.replace(sample, goroutine_profile=None)
-        )
-        state.recent.append(kept)
+        # The window keeps what manifests use, as columns (window.py); the stacks stay with the judge.
+        state.recent.append(sample)
         self._ensure_baseline(state, sample.time)
         self._send(SampleEvent(name, sample, state.judge.status(), took))
         if not judgement.breaches:
@@ -374,7 +374,7 @@ class Watcher:
             target=state.target,
             breaches=breaches,
             profiles=self._settings.profiles,
-            recent=list(state.recent),
+            recent=state.recent.samples(),
             baseline=state.baseline,
             cpu_seconds=self._settings.cpu_seconds,
         )

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memorywatch.api import units
 from memorywatch.rules import random_walk
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
-from memorywatch.rules.trend import MIN_POINTS, Trend, assess
+from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
+from memorywatch.rules.trend import judge as judge_window
 from memorywatch.samples import Sample
 
 INACTIVE = "inactive"
@@ -133,7 +134,7 @@ class TrendRule(Rule):
         self.suspicious = False
         self.held_since: float | None = None
         self._last_sustained: float | None = None
-        self._points: list[Point] = []
+        self._columns: tuple[Sequence[float], Sequence[float]] = ((), ())
         self._walk: random_walk.WalkCheck | None = None
         self._walk_since: float | None = None
 
@@ -150,7 +151,7 @@ class TrendRule(Rule):
         self.suspicious = False
         self.held_since = None
         self._last_sustained = None
-        self._points = []
+        self._columns = ((), ())
         self._walk = None
         self._walk_since = None
 
@@ -171,12 +172,13 @@ class TrendRule(Rule):
                 return Verdict(INACTIVE, note=note, unit=self.unit)
         elif new_point:
             self.series.append(sample.time, value)
-        points = self.series.window(sample.time)
-        self._points = points
+        times, values = self.series.window_columns(sample.time)
+        self._columns = (times, values)
         latest = self.series.latest
-        trend = self.trend(points, latest)
+        stats = WindowStats(times, values, self.window_seconds) if len(times) >= 2 else None
+        trend = self._judge_window(stats, latest)
         self.last_trend = trend
-        self.suspicious = self._suspicious(points, trend)
+        self.suspicious = self._suspicious(stats, trend)
         growth = trend.growth if trend is not None else None
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
         if not warmed:
@@ -214,7 +216,7 @@ class TrendRule(Rule):
             if p is not None
             else "a consistent rise"
         ]
-        self._walk = random_walk.check(self._points, trend.slope_per_second)
+        self._walk = random_walk.check_columns(*self._columns, trend.slope_per_second)
         if self._walk is not None and self._walk.verdict == random_walk.WALK and self._walk_since is None:
             self._walk_since = now
         if self._walk_since is not None:
@@ -247,28 +249,32 @@ class TrendRule(Rule):
         )
 
     def trend(self, points: list[Point], latest: Point | None) -> Trend | None:
+        """The verdict on `points` (one window of this rule's series), None with fewer than two."""
         if len(points) < 2:
             return None
-        return assess(
-            points,
-            window_seconds=self.window_seconds,
+        stats = WindowStats([p.time for p in points], [p.value for p in points], self.window_seconds)
+        return self._judge_window(stats, latest)
+
+    def _judge_window(self, stats: WindowStats | None, latest: Point | None) -> Trend | None:
+        if stats is None:
+            return None
+        return judge_window(
+            stats,
             min_growth=self.min_growth,
             last_value=latest.value if latest is not None else None,
             min_points=self.min_points,
         )
 
-    def _suspicious(self, points: list[Point], trend: Trend | None) -> bool:
-        if trend is None or trend.coverage < SUSPICION_COVERAGE:
+    def _suspicious(self, stats: WindowStats | None, trend: Trend | None) -> bool:
+        if stats is None or trend is None or trend.coverage < SUSPICION_COVERAGE:
             return False
         if trend.sustained:
             return True
         if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
             return False
-        relaxed = assess(
-            points,
-            window_seconds=self.window_seconds,
-            min_growth=self.min_growth * SUSPICION_GROWTH_SHARE,
-            min_points=self.min_points,
+        # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
+        relaxed = judge_window(
+            stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
         )
         return relaxed.sustained
 

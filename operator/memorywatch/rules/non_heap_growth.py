@@ -17,6 +17,8 @@ starts from a negative gap is named once it has filled it.
 
 from __future__ import annotations
 
+import array
+import bisect
 from typing import Any
 
 from memorywatch.api import units
@@ -48,7 +50,9 @@ class NonHeapGrowth(TrendRule):
         self.rss_series = Series(self.window_seconds)
         self._go_peak: int | None = None
         self.source: str | None = None
-        self._threads: list[tuple[float, int]] = []
+        # OS thread counts over the window, as columns (time, count): evidence only.
+        self._thread_times = array.array("d")
+        self._thread_counts = array.array("d")
 
     def reset(self) -> None:
         super().reset()
@@ -56,12 +60,16 @@ class NonHeapGrowth(TrendRule):
         self.rss_series.clear()
         self._go_peak = None
         self.source = None
-        self._threads.clear()
+        self._thread_times = array.array("d")
+        self._thread_counts = array.array("d")
 
     def observe(self, sample: Sample, *, started_at: float) -> Verdict:
         if sample.threads is not None:
-            self._threads = [(t, n) for t, n in self._threads if t >= sample.time - self.window_seconds]
-            self._threads.append((sample.time, sample.threads))
+            old = bisect.bisect_left(self._thread_times, sample.time - self.window_seconds)
+            del self._thread_times[:old]
+            del self._thread_counts[:old]
+            self._thread_times.append(sample.time)
+            self._thread_counts.append(sample.threads)
         return self.judge(sample, started_at=started_at)
 
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -101,19 +109,23 @@ class NonHeapGrowth(TrendRule):
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         start = sample.time - self.window_seconds
-        go_points = self.go_series.window(sample.time)
-        rss_points = self.rss_series.window(sample.time)
-        go_change = go_points[-1].value - go_points[0].value if go_points else 0.0
+        # Both series hold byte counts (ints, kept as floats: exact up to 2**53 bytes).
+        _, go_values = self.go_series.window_columns(sample.time)
+        _, rss_values = self.rss_series.window_columns(sample.time)
+        go = [int(v) for v in (go_values[:1] + go_values[-1:])]
+        rss = [int(v) for v in (rss_values[:1] + rss_values[-1:])]
+        go_change = go[-1] - go[0] if go else 0.0
         extra: dict[str, Any] = {
             "rss_source": self.source,
             "gap": "max(0, rss - (Sys - HeapReleased))",
-            "rss_first": rss_points[0].value if rss_points else None,
-            "rss_last": rss_points[-1].value if rss_points else None,
-            "go_resident_first": go_points[0].value if go_points else None,
-            "go_resident_last": go_points[-1].value if go_points else None,
+            "rss_first": rss[0] if rss else None,
+            "rss_last": rss[-1] if rss else None,
+            "go_resident_first": go[0] if go else None,
+            "go_resident_last": go[-1] if go else None,
             "go_resident_change": go_change,
         }
-        threads = [n for t, n in self._threads if t >= start]
+        first = bisect.bisect_left(self._thread_times, start)
+        threads = [int(n) for n in self._thread_counts[first:]]
         if threads:
             extra["threads_first"], extra["threads_last"] = threads[0], threads[-1]
         subject = "Resident memory outside the Go runtime's accounting"

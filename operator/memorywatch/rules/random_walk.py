@@ -150,11 +150,16 @@ def kpss_eta(times: Sequence[float], values: Sequence[float]) -> float | None:
 def check(points: Sequence[Point], slope_per_second: float) -> WalkCheck | None:
     """Whether the rise in `points` (oldest first) is more than a driftless random walk with the observed
     steps would make; None below MIN_POINTS points or when the series is degenerate."""
-    n = len(points)
+    return check_columns([p.time for p in points], [p.value for p in points], slope_per_second)
+
+
+def check_columns(
+    times: Sequence[float], values: Sequence[float], slope_per_second: float
+) -> WalkCheck | None:
+    """`check` on a window kept as columns (rules/series.py): times and values, oldest first."""
+    n = len(values)
     if n < MIN_POINTS:
         return None
-    times = [p.time for p in points]
-    values = [p.value for p in points]
     eta = kpss_eta(times, values)
     tau = dickey_fuller_tau(times, values)
     if eta is None or tau is None:

@@ -12,6 +12,13 @@ A series passes only when all three hold (docs/rules.md explains why each one is
 4. agreement: the Mann–Kendall test says later values are higher, at a one-sided level of 1%, with an
    n-aware (exact for small n) critical value and the Hamed–Rao allowance for autocorrelation
    (mann_kendall.py): a random walk or a slowly draining queue does not pass for a trend.
+
+Cost: a window's statistics that do not depend on the min growth (`WindowStats`: the slope, the floors) are
+computed once per sample and shared by the verdict and the relaxed one behind "suspicious"; the costly ones
+(the newest half's Theil–Sen slope, Mann–Kendall, the oldest half's slope) only when every cheaper test
+before them passed, in the order above. A series that fails fast costs one Theil–Sen slope (the growth every
+status line shows) and one pass over its points. The verdicts are those of judging everything every time:
+tests/unit/rules/test_trend_gating.py compares both on randomized series.
 """
 
 from __future__ import annotations
@@ -53,7 +60,8 @@ class Trend:
     first_value: float
     last_value: float
     slope_per_second: float
-    recent_slope_per_second: float
+    # None when a cheaper test already failed (the newest half's slope was not needed).
+    recent_slope_per_second: float | None
     growth: float
     min_growth: float
     floors: tuple[float, ...]
@@ -70,8 +78,8 @@ class Trend:
     def saturating(self) -> bool:
         """The rise slows down across the window (concave): the newest half grows at under SATURATION_RATIO
         of the oldest half's rate, as a cache or a pool does while it fills."""
-        early = self.early_slope_per_second
-        return early is not None and early > 0 and self.recent_slope_per_second < SATURATION_RATIO * early
+        early, recent = self.early_slope_per_second, self.recent_slope_per_second
+        return early is not None and early > 0 and recent is not None and recent < SATURATION_RATIO * early
 
     def evidence(self) -> dict[str, Any]:
         """The numbers behind the verdict, JSON-serialisable."""
@@ -97,57 +105,137 @@ class Trend:
         }
 
 
+Columns = Sequence[float]
+
+
 def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def _evenly(points: Sequence[Point], limit: int) -> Sequence[Point]:
-    if len(points) <= limit:
-        return points
-    step = (len(points) - 1) / (limit - 1)
-    return [points[round(i * step)] for i in range(limit)]
+def _evenly_columns(times: Columns, values: Columns, limit: int) -> tuple[list[float], list[float]]:
+    if len(times) <= limit:
+        return list(times), list(values)
+    step = (len(times) - 1) / (limit - 1)
+    picks = [round(i * step) for i in range(limit)]
+    return [times[i] for i in picks], [values[i] for i in picks]
+
+
+def theil_sen_columns(times: Columns, values: Columns) -> float:
+    """Median of the slopes between every pair of points (per second); 0 with fewer than two times.
+    At most MAX_PAIRWISE_POINTS evenly spaced points are paired."""
+    ts, vs = _evenly_columns(times, values, MAX_PAIRWISE_POINTS)
+    slopes = [
+        (vb - va) / (tb - ta)
+        for i, (ta, va) in enumerate(zip(ts, vs, strict=True))
+        for tb, vb in zip(ts[i + 1 :], vs[i + 1 :], strict=True)
+        if tb > ta
+    ]
+    return _median(slopes) if slopes else 0.0
 
 
 def theil_sen_slope(points: Sequence[Point]) -> float:
     """Median of the slopes between every pair of points (per second); 0 with fewer than two times."""
-    sample = _evenly(points, MAX_PAIRWISE_POINTS)
-    slopes = [
-        (b.value - a.value) / (b.time - a.time)
-        for i, a in enumerate(sample)
-        for b in sample[i + 1 :]
-        if b.time > a.time
-    ]
-    return _median(slopes) if slopes else 0.0
+    return theil_sen_columns([p.time for p in points], [p.value for p in points])
 
 
 def mann_kendall(points: Sequence[Point]) -> tuple[float, float]:
     """Kendall's tau (−1..1) between time and value, and the Mann–Kendall Z score (tie- and
     autocorrelation-corrected, see mann_kendall.py)."""
-    sample = _evenly(points, MAX_PAIRWISE_POINTS)
-    result = mk.mann_kendall_test(
-        [p.time for p in sample], [p.value for p in sample], theil_sen_slope(sample)
-    )
+    ts, vs = _evenly_columns([p.time for p in points], [p.value for p in points], MAX_PAIRWISE_POINTS)
+    result = mk.mann_kendall_test(ts, vs, theil_sen_columns(ts, vs))
     return result.tau, result.z
+
+
+def floors_columns(times: Columns, values: Columns, segments: int) -> tuple[float, ...]:
+    """The minimum of each of `segments` equal time slices (by index when a slice would be empty)."""
+    start, end = times[0], times[-1]
+    width = (end - start) / segments
+    if width > 0:
+        buckets: list[list[float]] = [[] for _ in range(segments)]
+        last = segments - 1
+        for time, value in zip(times, values, strict=True):
+            buckets[min(int((time - start) / width), last)].append(value)
+        if all(buckets):
+            return tuple(min(bucket) for bucket in buckets)
+    size = len(times) / segments
+    return tuple(min(values[round(i * size) : round((i + 1) * size)]) for i in range(segments))
 
 
 def segment_floors(points: Sequence[Point], segments: int) -> tuple[float, ...]:
     """The minimum of each of `segments` equal time slices (by index when a slice would be empty)."""
-    start, end = points[0].time, points[-1].time
-    width = (end - start) / segments
-    floors: list[float] = []
-    if width > 0:
-        buckets: list[list[float]] = [[] for _ in range(segments)]
-        for point in points:
-            buckets[min(int((point.time - start) / width), segments - 1)].append(point.value)
-        if all(buckets):
-            return tuple(min(bucket) for bucket in buckets)
-    size = len(points) / segments
-    for i in range(segments):
-        chunk = points[round(i * size) : round((i + 1) * size)]
-        floors.append(min(p.value for p in chunk))
-    return tuple(floors)
+    return floors_columns([p.time for p in points], [p.value for p in points], segments)
+
+
+class WindowStats:
+    """What one window of a series measures, whatever the min growth it is judged against: the cheap
+    statistics at once, the costly ones (`recent_slope`, `mann_kendall`, `early_slope`) on first use and
+    then kept, so a second verdict on the same window (the relaxed one behind "suspicious") costs nothing."""
+
+    __slots__ = (
+        "_early_done",
+        "_early_slope",
+        "_recent_slope",
+        "_test",
+        "coverage",
+        "floor_rise",
+        "floors",
+        "middle",
+        "n",
+        "slope",
+        "span",
+        "times",
+        "values",
+        "window_seconds",
+    )
+
+    def __init__(self, times: Columns, values: Columns, window_seconds: float) -> None:
+        n = len(times)
+        if n < 2:
+            raise ValueError("a window needs two points to be measured")
+        self.times, self.values, self.n, self.window_seconds = times, values, n, window_seconds
+        span = times[-1] - times[0]
+        spacing = span / (n - 1)
+        self.span = span
+        self.coverage = min(1.0, (span + spacing) / window_seconds) if window_seconds > 0 else 1.0
+        self.slope = theil_sen_columns(times, values)
+        segments = 4 if n >= 16 else 3
+        self.floors = floors_columns(times, values, segments) if n >= segments else ()
+        self.floor_rise = self.floors[-1] - self.floors[0] if self.floors else 0.0
+        self.middle = times[0] + span / 2
+        self._recent_slope: float | None = None
+        self._test: mk.MannKendall | None = None
+        self._early_slope: float | None = None
+        self._early_done = False
+
+    def recent_slope(self) -> float:
+        """The Theil–Sen slope of the newest half of the span (the whole slope with fewer than 3 points)."""
+        if self._recent_slope is None:
+            middle = self.middle
+            pairs = [(t, v) for t, v in zip(self.times, self.values, strict=True) if t >= middle]
+            self._recent_slope = (
+                theil_sen_columns([t for t, _ in pairs], [v for _, v in pairs])
+                if len(pairs) >= 3
+                else self.slope
+            )
+        return self._recent_slope
+
+    def mann_kendall(self) -> mk.MannKendall:
+        if self._test is None:
+            ts, vs = _evenly_columns(self.times, self.values, MAX_PAIRWISE_POINTS)
+            self._test = mk.mann_kendall_test(ts, vs, self.slope)
+        return self._test
+
+    def early_slope(self) -> float | None:
+        """The Theil–Sen slope of the oldest half of the span (None with fewer than 3 points there)."""
+        if not self._early_done:
+            middle = self.middle
+            pairs = [(t, v) for t, v in zip(self.times, self.values, strict=True) if t <= middle]
+            if len(pairs) >= 3:
+                self._early_slope = theil_sen_columns([t for t, _ in pairs], [v for _, v in pairs])
+            self._early_done = True
+        return self._early_slope
 
 
 def assess(
@@ -160,67 +248,67 @@ def assess(
 ) -> Trend:
     """Judge `points` (oldest first, all inside one window) for sustained growth of at least `min_growth`
     per `window_seconds`. `last_value` overrides the newest point's value in the evidence (the raw latest)."""
-    n = len(points)
-    if n < 2:
-        value = points[0].value if points else 0.0
-        return Trend(
-            points=n,
-            window_seconds=window_seconds,
-            span_seconds=0.0,
-            coverage=0.0,
-            first_value=value,
-            last_value=value,
-            slope_per_second=0.0,
-            recent_slope_per_second=0.0,
-            growth=0.0,
-            min_growth=min_growth,
-            floors=(),
-            floor_rise=0.0,
-            kendall_tau=None,
-            mann_kendall_z=None,
-            sustained=False,
-            reason="too few points",
-        )
-    span = points[-1].time - points[0].time
-    spacing = span / (n - 1)
-    coverage = min(1.0, (span + spacing) / window_seconds) if window_seconds > 0 else 1.0
-    slope = theil_sen_slope(points)
+    if len(points) < 2:
+        return _too_few(points[0].value if points else 0.0, len(points), window_seconds, min_growth)
+    stats = WindowStats([p.time for p in points], [p.value for p in points], window_seconds)
+    return judge(stats, min_growth=min_growth, last_value=last_value, min_points=min_points)
+
+
+def _too_few(value: float, n: int, window_seconds: float, min_growth: float) -> Trend:
+    return Trend(
+        points=n,
+        window_seconds=window_seconds,
+        span_seconds=0.0,
+        coverage=0.0,
+        first_value=value,
+        last_value=value,
+        slope_per_second=0.0,
+        recent_slope_per_second=0.0,
+        growth=0.0,
+        min_growth=min_growth,
+        floors=(),
+        floor_rise=0.0,
+        kendall_tau=None,
+        mann_kendall_z=None,
+        sustained=False,
+        reason="too few points",
+    )
+
+
+def judge(
+    stats: WindowStats, *, min_growth: float, last_value: float | None = None, min_points: int = MIN_POINTS
+) -> Trend:
+    """The verdict on one measured window against `min_growth`; each test runs only if those before passed."""
+    n, window_seconds, slope = stats.n, stats.window_seconds, stats.slope
     growth = slope * window_seconds
-    segments = 4 if n >= 16 else 3
-    floors = segment_floors(points, segments) if n >= segments else ()
-    floor_rise = floors[-1] - floors[0] if floors else 0.0
-    middle = points[0].time + span / 2
-    recent = [point for point in points if point.time >= middle]
-    recent_slope = theil_sen_slope(recent) if len(recent) >= 3 else slope
-    reason = _why_not(n, growth, min_growth, floors, floor_rise, coverage, min_points)
-    if not reason and recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
-        reason = "growth stopped: the newest half of the window is (almost) flat"
+    reason = _why_not(n, growth, min_growth, stats.floors, stats.floor_rise, stats.coverage, min_points)
+    recent_slope: float | None = None
+    if not reason:
+        recent_slope = stats.recent_slope()
+        if recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
+            reason = "growth stopped: the newest half of the window is (almost) flat"
     test: mk.MannKendall | None = None
     if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
-        sample = _evenly(points, MAX_PAIRWISE_POINTS)
-        test = mk.mann_kendall_test([p.time for p in sample], [p.value for p in sample], slope)
+        test = stats.mann_kendall()
         if test.p_value >= mk.ALPHA:
             reason = (
                 f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
                 f" tau {test.tau:.2f}, n = {test.n})"
             )
-    early_slope: float | None = None
-    if not reason:
-        early = [point for point in points if point.time <= middle]
-        early_slope = theil_sen_slope(early) if len(early) >= 3 else None
+    early_slope = stats.early_slope() if not reason else None
     return Trend(
         points=n,
         window_seconds=window_seconds,
-        span_seconds=span,
-        coverage=coverage,
-        first_value=points[0].value,
-        last_value=points[-1].value if last_value is None else last_value,
+        span_seconds=stats.span,
+        coverage=stats.coverage,
+        first_value=stats.values[0],
+        last_value=stats.values[-1] if last_value is None else last_value,
         slope_per_second=slope,
         recent_slope_per_second=recent_slope,
         growth=growth,
         min_growth=min_growth,
-        floors=floors,
-        floor_rise=floor_rise,
+        floors=stats.floors,
+        floor_rise=stats.floor_rise,
         kendall_tau=None if test is None else test.tau,
         mann_kendall_z=None if test is None else test.z,
         sustained=not reason,

@@ -104,3 +104,21 @@ def test_a_leak_starting_below_go_accounting_is_named_once_it_passes_it() -> Non
     breach = feed(TargetJudge([RULE]), stream(7200, 30, make)).breaches[0]
     assert breach.evidence["growth_over_window"] == pytest.approx(300 * MIB, rel=0.05)
     assert breach.evidence["gap"].startswith("max(0,")
+
+
+def test_the_breach_names_the_os_threads_of_its_window_and_exact_byte_figures() -> None:
+    make = process(
+        rss=lambda t: 100 * MIB + 15 * MIB * t / 60,
+        sys=lambda t: 80 * MIB,
+        threads=lambda t: 12 + int(t // 60),
+    )
+    run = feed(TargetJudge([RULE]), stream(7200, 30, make))
+    breach = run.breaches[0]
+    elapsed = breach.time - T0
+    first = 12 + int((elapsed - WINDOW) // 60)  # the oldest thread count inside the window
+    assert (breach.evidence["threads_first"], breach.evidence["threads_last"]) == (
+        first,
+        12 + int(elapsed // 60),
+    )
+    assert f"OS threads also rose from {first} to {12 + int(elapsed // 60)}" in breach.message
+    assert breach.evidence["go_resident_first"] == 70 * MIB and isinstance(breach.evidence["rss_last"], int)

@@ -1,0 +1,106 @@
+"""We check that keeping the recent samples as columns changes nothing a capture writes: the manifest's
+`memstatsSeries` and the goroutine count it checks are those of the whole Samples, whatever they held (None,
+values outside int64 from a hostile target, a changed target name, every RSS source), and that the window
+keeps only the newest samples and costs a fraction of the Sample objects it replaces."""
+
+from __future__ import annotations
+
+import collections
+import random
+import tracemalloc
+
+import pytest
+
+from memorywatch.engine.capture import _series
+from memorywatch.engine.window import SampleWindow
+from memorywatch.pprof.memstats import MemStats
+from memorywatch.samples import Sample
+
+
+def maybe(rnd: random.Random, value: int) -> int | None:
+    roll = rnd.random()
+    if roll < 0.1:
+        return None
+    if roll < 0.13:
+        return rnd.choice([2**63, 2**70, -(2**63), -(2**64), 2**63 - 1, -(2**63) + 1])
+    return value
+
+
+def random_sample(rnd: random.Random, i: int) -> Sample:
+    memstats = None
+    if rnd.random() > 0.1:
+        memstats = MemStats(
+            heap_alloc=maybe(rnd, rnd.randrange(2**40)),
+            heap_inuse=maybe(rnd, rnd.randrange(2**40)),
+            heap_objects=maybe(rnd, rnd.randrange(2**30)),
+            heap_released=maybe(rnd, rnd.randrange(2**40)),
+            stack_inuse=maybe(rnd, rnd.randrange(2**30)),
+            sys=maybe(rnd, rnd.randrange(2**41)),
+            next_gc=maybe(rnd, rnd.randrange(2**40)),
+            num_gc=maybe(rnd, i),
+            max_rss=maybe(rnd, rnd.randrange(2**40)),
+            pause_ns=tuple(range(256)),
+            mallocs=rnd.randrange(2**40),
+        )
+    return Sample(
+        target=rnd.choice(["ns/pod-a", "ns/pod-a", "ns/pod-b"]),
+        time=1.7e9 + 15.0 * i + rnd.random(),
+        goroutines=maybe(rnd, rnd.randrange(10**6)),
+        memstats=memstats,
+        heap_live_bytes=maybe(rnd, rnd.randrange(2**40)),
+        heap_live_objects=maybe(rnd, rnd.randrange(2**30)),
+        rss_bytes=maybe(rnd, rnd.randrange(2**40)),
+        rss_source=rnd.choice([None, "proc", "prometheus", "metrics-api", "maxrss"]),
+        threads=rnd.randrange(100),
+        heap_sites=tuple(
+            (rnd.randrange(2**32), rnd.randrange(2**30), rnd.randrange(2**32)) for _ in range(32)
+        ),
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_capture_writes_the_same_series_from_the_columns(seed: int) -> None:
+    rnd = random.Random(seed)
+    window, reference = SampleWindow(240), collections.deque[Sample](maxlen=240)
+    for i in range(700):
+        sample = random_sample(rnd, i)
+        window.append(sample)
+        reference.append(sample)
+        if i % 37 == 0 or i > 690:
+            assert len(window) == len(reference)
+            samples = window.samples()
+            assert _series(samples) == _series(list(reference))
+            assert [s.target for s in samples] == [s.target for s in reference]
+            assert window.last_goroutines() == reference[-1].goroutines
+
+
+def test_many_distinct_targets_and_sources_keep_their_names() -> None:
+    window = SampleWindow(10)
+    for i in range(300):  # far more distinct names than the code table keeps before it is rebuilt
+        window.append(Sample(target=f"ns/pod-{i}", time=float(i), rss_source=f"source-{i % 97}"))
+    samples = window.samples()
+    assert [s.target for s in samples] == [f"ns/pod-{i}" for i in range(290, 300)]
+    assert [s.rss_source for s in samples] == [f"source-{i % 97}" for i in range(290, 300)]
+
+
+def test_clear_forgets_everything_and_an_empty_window_has_no_goroutine_count() -> None:
+    window = SampleWindow(3)
+    window.append(Sample(target="t", time=1.0, goroutines=5))
+    window.clear()
+    assert len(window) == 0 and window.samples() == [] and window.last_goroutines() is None
+    with pytest.raises(ValueError, match="at least one"):
+        SampleWindow(0)
+
+
+def test_a_full_window_costs_a_fraction_of_the_samples_it_replaces() -> None:
+    rnd = random.Random(1)
+    samples = [random_sample(rnd, i) for i in range(240)]
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    window = SampleWindow(240)
+    window.extend(samples)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(window) == 240
+    # 13 int64 columns, the times and two code columns: about 30 KiB, whatever each sample held.
+    assert after - before < 40 * 1024, after - before
