@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from e2e_harness import Cluster, wait_until
 from kubernetes import client
-from operator_support import GROUP, PLURAL, VERSION, new_namespace
+from operator_support import GROUP, PLURAL, VERSION, condition, get_mw, new_namespace
 from process_support import OperatorProcess, chart_identity
 from test_action_limits_operator import release_all
 from test_actions import settled_pods
@@ -218,6 +218,8 @@ def test_two_operators_do_nothing_after_suspend_or_delete(
     before = taken(action_events(core, namespace, "api", "EvictPod"))
     with PodSampler(core, namespace, "api") as suspended:
         time.sleep(QUIET_SECONDS)
+    ready = condition(get_mw(custom, namespace, "api"), "Ready")
+    assert (ready.get("status"), ready.get("reason")) == ("False", "Suspended"), ready
     events = action_events(core, namespace, "api", "EvictPod")
     assert not suspended.evicted(), f"evicted while suspended: {suspended.evicted()}; {summary(events)}"
     assert taken(events) == before, summary(events)
