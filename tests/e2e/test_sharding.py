@@ -10,21 +10,16 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 from e2e_harness import Cluster
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
+from process_support import OperatorProcess, until_true
 from test_actions import settled_pods
 
 from memorywatch.control.membership import GROUP_LABEL, MemberLeases, lease_name
@@ -221,64 +216,6 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "memorywatch.io_memorywatches.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """`memorywatch run` with sharding on, as the chart starts it, in a process of its own."""
-
-    def __init__(self, cluster: Cluster, namespace: str, identity: str, log_dir: pathlib.Path) -> None:
-        self.identity = identity
-        self.metrics_port = free_port()
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), MEMORYWATCH_POD_NAME=identity,
-                   MEMORYWATCH_POD_NAMESPACE=namespace, MEMORYWATCH_BIND_ADDRESS="127.0.0.1")  # fmt: skip
-        self.log = log_dir / f"{identity}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "memorywatch", "run", "--namespace", namespace,
-                 "--store", str(log_dir / identity), "--health-port", "0",
-                 "--metrics-port", str(self.metrics_port), "--log-level", "info",
-                 "--shard-members-lease-duration", str(PROCESS_LEASE_SECONDS), "--shard-group", "e2e"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"{self.identity} exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
-            )
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            return None  # not listening yet
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return None
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-async def until_true(check: Callable[[], bool], within: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < within:
-        if check():
-            return time.monotonic() - t0
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
-
-
 async def test_two_operator_processes_share_the_pods_and_one_takes_over(
     cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: pathlib.Path,
     tmp_path: pathlib.Path,
@@ -304,7 +241,8 @@ async def test_two_operator_processes_share_the_pods_and_one_takes_over(
         for x, y in ("ab", "cd", "ef", "gh", "ij")
         if len({owner([f"replica-{x}", f"replica-{y}"], pod_key(namespace, n)) for n in names}) == 2
     )
-    procs = [OperatorProcess(cluster, namespace, i, tmp_path) for i in pair]
+    sharding = ("--shard-members-lease-duration", str(PROCESS_LEASE_SECONDS), "--shard-group", "e2e")
+    procs = [OperatorProcess(cluster, namespace, i, tmp_path, extra=sharding) for i in pair]
     a, b = procs
     try:
         expected = {p.identity: 0 for p in procs}
