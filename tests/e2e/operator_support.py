@@ -41,6 +41,21 @@ def helm(cluster: Cluster, *args: str, timeout: float = 300) -> str:
     return proc.stdout
 
 
+CRD_NAMES = ("memorywatches.memorywatch.io", "memorycaptures.memorywatch.io")
+
+
+def adopt_crds(cluster: Cluster, release: str, namespace: str) -> None:
+    """Let `release` in `namespace` own the chart's CRDs (helm's documented adoption). Other suites apply them
+    directly, and an earlier release keeps them (crds.keep) with its own name and namespace, which a new
+    install refuses to import."""
+    for crd in CRD_NAMES:
+        if cluster.kubectl("get", "crd", crd, check=False).returncode != 0:
+            continue
+        cluster.kubectl("annotate", "crd", crd, f"meta.helm.sh/release-name={release}",
+                        f"meta.helm.sh/release-namespace={namespace}", "--overwrite")  # fmt: skip
+        cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+
+
 def memorywatch_binary() -> str:
     """The `memorywatch` console script of the venv running the tests: the pod runner runs it as the
     operator pod's command, exactly as the image's entrypoint would."""

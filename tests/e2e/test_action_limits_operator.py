@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from e2e_harness import Cluster, deployment_manifest, http_get, runner_log, wait_until
-from operator_support import GROUP, PLURAL, REPO, VERSION, helm, new_namespace, tool
+from operator_support import GROUP, PLURAL, REPO, VERSION, adopt_crds, helm, new_namespace, tool
 
 from memorywatch.actions.facts import pod_ready
 
@@ -87,11 +87,7 @@ def guarded_operator(
                 f"release {release['name']} is installed in {release['namespace']}: run this file alone"
             )
     ns = new_namespace(core, "mw-guards")
-    crd = "memorywatches.memorywatch.io"
-    if cluster.kubectl("get", "crd", crd, check=False).returncode == 0:  # helm's documented adoption
-        cluster.kubectl("annotate", "crd", crd, f"meta.helm.sh/release-name={RELEASE}",
-                        f"meta.helm.sh/release-namespace={ns}", "--overwrite")  # fmt: skip
-        cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    adopt_crds(cluster, RELEASE, ns)
     values = tmp_path / "values.yaml"
     values.write_text("""
 actions:

@@ -31,6 +31,7 @@ from operator_support import (
     RELEASE,
     REPO,
     VERSION,
+    adopt_crds,
     condition,
     dump,
     events,
@@ -71,23 +72,6 @@ class Operator:
         return pods[0] if pods else None
 
 
-def _adopt_crd(cluster: Cluster, namespace: str) -> None:
-    """Other suites apply the CRDs directly, and an earlier release keeps them (crds.keep); let this release own
-    them (helm's documented adoption)."""
-    for crd in ("memorywatches.memorywatch.io", "memorycaptures.memorywatch.io"):
-        if cluster.kubectl("get", "crd", crd, check=False).returncode != 0:
-            continue
-        cluster.kubectl(
-            "annotate",
-            "crd",
-            crd,
-            f"meta.helm.sh/release-name={RELEASE}",
-            f"meta.helm.sh/release-namespace={namespace}",
-            "--overwrite",
-        )
-        cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-
-
 @pytest.fixture(scope="module")
 def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     from kubernetes import client
@@ -99,7 +83,7 @@ def mw_operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> I
         if release["name"] == RELEASE:
             helm(cluster, "uninstall", RELEASE, "-n", release["namespace"], "--wait", "--timeout", "2m")
     ns = new_namespace(core, "mw-system")
-    _adopt_crd(cluster, ns)
+    adopt_crds(cluster, RELEASE, ns)
     values = tmp_path_factory.mktemp("helm") / "values.yaml"
     values.write_text(
         """
