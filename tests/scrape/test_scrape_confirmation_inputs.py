@@ -39,6 +39,9 @@ async def test_heap_sites_show_the_leaking_site_keeping_what_it_allocates(gotarg
     assert d_inuse >= 0.5 * d_alloc, "a leaking site keeps what it allocates"
 
 
+LEAK_STEP_SECONDS = 0.1  # tests/gotargets/behaviours.go leakStep
+
+
 async def test_goroutine_ids_come_only_when_asked(gotarget: GoTargetFactory) -> None:
     rate = 200
     target = gotarget("goroutine-leak", rate=rate)
@@ -53,16 +56,15 @@ async def test_goroutine_ids_come_only_when_asked(gotarget: GoTargetFactory) -> 
         later = await scraper.sample(config, probes=frozenset({Probe.GOROUTINE_DUMP}))
     assert plain.goroutine_ids is None
     assert first.goroutine_ids is not None and later.goroutine_ids is not None
-    # The count and the dump are two requests: the leak goes on between them (a loaded machine: 0.1 s is 20
-    # goroutines), so they agree within what it leaks while the sample is taken.
+    # The count and the dump are two requests and the leak goes on between them, in batches of a tenth of a
+    # second (20 goroutines): they agree within what it leaks while the sample is taken, plus one batch.
     assert first.goroutines is not None and first.goroutines >= 100
-    assert (
-        first.goroutine_ids.complete and abs(first.goroutine_ids.total - first.goroutines) <= rate * took + 5
-    )
+    slack = rate * (took + LEAK_STEP_SECONDS) + 5
+    assert first.goroutine_ids.complete and abs(first.goroutine_ids.total - first.goroutines) <= slack
     kept = first.goroutine_ids.ids & later.goroutine_ids.ids
-    assert len(kept) >= len(first.goroutine_ids.ids) - 5, (
-        "leaked goroutines keep their IDs (a few serve HTTP)"
-    )
+    # A few goroutines serve the scraper's HTTP connections (two per connection, more under load) and come
+    # and go; the hundreds the leak made keep their IDs.
+    assert len(kept) >= len(first.goroutine_ids.ids) - 16, "leaked goroutines keep their IDs"
     assert later.goroutine_ids.total >= first.goroutine_ids.total + 150
 
 
