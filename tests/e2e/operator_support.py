@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -54,14 +53,6 @@ def adopt_crds(cluster: Cluster, release: str, namespace: str) -> None:
         cluster.kubectl("annotate", "crd", crd, f"meta.helm.sh/release-name={release}",
                         f"meta.helm.sh/release-namespace={namespace}", "--overwrite")  # fmt: skip
         cluster.kubectl("label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-
-
-def memorywatch_binary() -> str:
-    """The `memorywatch` console script of the venv running the tests: the pod runner runs it as the
-    operator pod's command, exactly as the image's entrypoint would."""
-    exe = pathlib.Path(sys.executable).parent / "memorywatch"
-    assert exe.exists(), f"{exe} missing: run hack/setup"
-    return str(exe)
 
 
 def new_namespace(core: Any, prefix: str) -> str:
