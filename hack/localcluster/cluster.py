@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -202,38 +203,73 @@ def ensure_s3_credentials(cfg: Config) -> dict[str, str]:
 
 # kwok keeps its pod-IP pools in memory and marks an IP as used only when it plays a stage for that pod. A
 # restarted kwok plays no stage for pods that are already Running, so it would hand their IPs to new pods
-# (two processes, one address). This stage matches Running pods with an IP and patches nothing (the patch
-# equals the current status), which is enough for kwok to mark their IPs as used.
-RESERVE_IP_STAGE = {
-    "apiVersion": "kwok.x-k8s.io/v1alpha1",
-    "kind": "Stage",
-    "metadata": {"name": "memorywatch-pod-reserve-ip"},
-    "spec": {
-        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-        "selector": {
-            "matchExpressions": [
-                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
-                {"key": ".status.podIP", "operator": "Exists"},
-            ]
+# (two processes, one address). This stage matches Running pods with an IP that do not yet carry this kwok
+# process's epoch and writes the epoch into an annotation: kwok marks a pod's IP as used before it patches,
+# so once every Running pod carries the epoch, no new pod can get a taken address. `up` waits for that after
+# it (re)starts kwok (a fixed stage that patched nothing used to race with the first new pod).
+KWOK_EPOCH_ANNOTATION = "kwok.localcluster.memorywatch.io/ip-epoch"
+
+
+def reserve_ip_stage(epoch: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": "memorywatch-pod-reserve-ip"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                    {"key": ".status.podIP", "operator": "Exists"},
+                    {"key": f'.metadata.annotations["{KWOK_EPOCH_ANNOTATION}"]', "operator": "NotIn",
+                     "values": [epoch]},
+                ]
+            },
+            "next": {
+                "patches": [{
+                    "root": "metadata",
+                    "type": "merge",
+                    "template": f"annotations:\n  {KWOK_EPOCH_ANNOTATION}: {json.dumps(epoch)}\n",
+                }]
+            },
         },
-        "next": {"statusTemplate": "podIP: {{ .status.podIP | Quote }}\n"},
-    },
-}
+    }  # fmt: skip
 
 
-def ensure_kwok_config(cfg: Config) -> Path:
+def ensure_kwok_config(cfg: Config, epoch: str | None = None) -> Path:
+    """Check kwok's stages are built; with an epoch, write the config a new kwok process starts with."""
     stages_dir = Path(cfg.binaries["KWOK_STAGES"])
     docs = [yaml.safe_load(f.read_text()) for f in sorted(stages_dir.glob("*.yaml"))]
     if not any(d.get("metadata", {}).get("name") == "pod-ready" for d in docs):
         raise ClusterError(f"kwok stages missing in {stages_dir}; run hack/build-tools")
     if not (stages_dir / "crds" / "kwok.x-k8s.io_logs.yaml").exists():
         raise ClusterError(f"kwok CRDs missing in {stages_dir / 'crds'}; run hack/build-tools")
-    docs.append(RESERVE_IP_STAGE)
     path = cfg.p("kwok", "kwok.yaml")
+    if epoch is None:
+        return path
+    docs.append(reserve_ip_stage(epoch))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
+
+
+def unreserved_pods(cfg: Config, epoch: str) -> list[str]:
+    """Running pods with an IP on this cluster's nodes that the current kwok has not marked yet."""
+    from kubernetes import client
+
+    nodes = {NODE_NAME.format(i=i) for i in range(cfg.nodes)}
+    api = api_client(cfg)
+    try:
+        pods = client.CoreV1Api(api).list_pod_for_all_namespaces().items
+    finally:
+        api.close()
+    return [
+        f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
+        if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp
+        and not p.spec.host_network and p.spec.node_name in nodes
+        and (p.metadata.annotations or {}).get(KWOK_EPOCH_ANNOTATION) != epoch
+    ]  # fmt: skip
 
 
 # ---- components ----------------------------------------------------------------------------------------
@@ -610,7 +646,8 @@ def up(binaries: dict[str, str]) -> Config:
     toks = tokens(cfg)
     ensure_kubeconfigs(cfg, toks)
     ensure_s3_credentials(cfg)
-    ensure_kwok_config(cfg)
+    ensure_kwok_config(cfg)  # fails early when the stages were never built
+    kwok_epoch: str | None = None
 
     timeouts = {"etcd": 30, "kube-apiserver": 90, "kube-controller-manager": 60, "kube-scheduler": 60,
                 "kwok": 30, "s3": 30, "pod-runner": 60}  # fmt: skip
@@ -626,6 +663,8 @@ def up(binaries: dict[str, str]) -> Config:
         if not component_pid(cfg, name):
             if name == "kwok":
                 delete_node_leases(cfg)
+                kwok_epoch = f"{time.time_ns():x}"
+                ensure_kwok_config(cfg, kwok_epoch)
             start_component(cfg, name)
             started.append(name)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "s3", "pod-runner"):
@@ -635,6 +674,10 @@ def up(binaries: dict[str, str]) -> Config:
     wait_for(cfg, "kwok", lambda: cluster_ready(cfg), 90,
              f"{cfg.nodes} Ready node(s) and the default ServiceAccount in namespace default "
              "(kwok marks nodes Ready; kube-controller-manager creates ServiceAccounts)")  # fmt: skip
+    if kwok_epoch is not None:
+        epoch = kwok_epoch
+        wait_for(cfg, "kwok", lambda: not unreserved_pods(cfg, epoch), 60,
+                 "kwok to mark the IPs of the pods already running (so no new pod gets one of them)")  # fmt: skip
     if started:
         log(f"started {', '.join(started)}; cluster ready at {cfg.api_url}")
     else:

@@ -44,6 +44,9 @@ def test_up_status_down_on_a_second_cluster(tmp_path: Path, cluster: Any) -> Non
     cdir = tmp_path / "second-cluster"
     env = {**os.environ, "MEMORYWATCH_CLUSTER_DIR": str(cdir), "MW_NODES": "1"}
     env.update({f"MW_{k}_PORT": str(v + PORT_OFFSET) for k, v in PORTS.items()})
+    # a pod network of its own, whatever network the session cluster was given (MW_POD_NETWORK may be set)
+    session_net = cluster.info["pod_network"].split(".0.0/")[0]
+    env["MW_POD_NETWORK"] = "127.254" if session_net != "127.254" else "127.253"
 
     def hack(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
