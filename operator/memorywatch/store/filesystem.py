@@ -31,6 +31,7 @@ from memorywatch.store.base import (
 
 PARTIAL_MARK = ".partial-"
 STALE_PARTIAL_SECONDS = 3600.0
+CAPTURE_DEPTH = 4  # <namespace>/<watch>/<pod>/<capture>/
 
 
 def _fsync_dir(path: pathlib.Path) -> None:
@@ -142,7 +143,13 @@ class FilesystemStore:
         if not self.root.is_dir():
             raise CaptureNotFound(f"there is no capture store at {self.root}")
         refs = []
-        for manifest in self.root.glob(f"*/*/*/*/{MANIFEST_NAME}"):
+        # Only the folders the prefix names are walked (a watch's sweep lists its own folder, not the volume).
+        full = prefix.split("/")[:-1][:CAPTURE_DEPTH]
+        if any(seg in ("", ".", "..") for seg in full):
+            full = []
+        base = self.root.joinpath(*full)
+        pattern = "/".join(["*"] * (CAPTURE_DEPTH - len(full)) + [MANIFEST_NAME])
+        for manifest in base.glob(pattern):
             folder = manifest.parent
             if folder.name.startswith("."):
                 continue

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import sys
 
 import pytest
 
@@ -108,3 +109,38 @@ def test_delete_removes_one_capture_folder_and_only_a_capture_path(tmp_path: pat
         with pytest.raises(CaptureNotFound, match="not a capture path"):
             store.delete(dataclasses.replace(neighbour, path=bad))
     assert store.list() == [neighbour]
+
+
+_SCANNED: list[str] | None = None
+
+
+def _record_scandir(event: str, args: tuple[object, ...]) -> None:
+    if event == "os.scandir" and _SCANNED is not None:
+        _SCANNED.append(str(args[0]))
+
+
+def test_list_by_prefix_walks_only_the_named_folders(tmp_path: pathlib.Path) -> None:
+    global _SCANNED
+    store = FilesystemStore(tmp_path)
+    for ns, watch, pod in [("shop", "checkout", "a"), ("shop", "cart", "b"), ("bank", "checkout", "c")]:
+        k = CaptureKey(namespace=ns, memorywatch=watch, pod=pod, time=WHEN, rule="heap-growth")
+        p = store.begin(k)
+        p.commit({"files": [p.write("heap.pb.gz", b"x").as_json()]})
+
+    def pods(prefix: str) -> list[str]:
+        return sorted(r.path.split("/")[2] for r in store.list(prefix))
+
+    sys.addaudithook(_record_scandir)  # os.scandir is audited: it shows which folders a listing walks
+    _SCANNED = []
+    try:
+        assert pods("shop/checkout/") == ["a"]
+        assert not [d for d in _SCANNED if "bank" in d or "cart" in d]  # a watch's sweep walks its own folder
+        assert pods("shop/") == ["a", "b"]
+        assert pods("shop/ch") == ["a"]  # a partial last segment still filters
+        assert pods("shop/checkout/a/2026") == ["a"]
+        assert not [d for d in _SCANNED if "bank" in d]
+    finally:
+        _SCANNED = None
+    assert pods("shop/../bank/") == []  # dot segments fall back to a filtered walk of the whole store
+    assert pods("nobody/") == []
+    assert pods("") == ["a", "b", "c"]
