@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextvars
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -78,6 +81,12 @@ def _translate(what: str, e: Exception) -> KubeError:
     return ApiUnavailable(f"{what}: the API server did not answer ({type(e).__name__}: {e})")
 
 
+# Calls to the API server in flight at once. They run in a pool of their own: on asyncio's default executor
+# (6 threads on 2 cores) a slow or restarting API server would also hold up the store's file I/O and capture
+# writes, and those would hold up API calls. Each call is bounded by the client's request timeout.
+API_THREADS = 16
+
+
 def load_api_client() -> k8s.ApiClient:
     """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config (the same as kubectl)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
@@ -86,7 +95,9 @@ def load_api_client() -> k8s.ApiClient:
         k8s_config.load_incluster_config()
     else:
         k8s_config.load_kube_config()
-    return k8s.ApiClient()
+    cfg = k8s.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = API_THREADS  # one connection per thread that may call at once
+    return k8s.ApiClient(cfg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +121,16 @@ class Kube:
         self.instance = instance or os.environ.get("MEMORYWATCH_POD_NAME", "") or os.uname().nodename
         self._events: dict[tuple[str, str, str, str, str], tuple[str, int, float]] = {}
         self._events_lock = threading.Lock()
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            API_THREADS, thread_name_prefix="memorywatch-kube"
+        )
 
     async def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one client call in a thread and translate its failure into the KubeError tree."""
+        """Run one client call in a thread of the API pool and translate its failure into the KubeError tree."""
+        loop = asyncio.get_running_loop()
+        job = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await loop.run_in_executor(self._threads, job)
         except (ApiException, Urllib3Error, OSError) as e:
             raise _translate(what, e) from None
 
