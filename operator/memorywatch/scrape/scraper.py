@@ -273,7 +273,7 @@ class Scraper:
         limits = self.limits
 
         async def consume(body: transport.Body) -> HeapText:
-            parser = HeapTextParser()
+            parser = HeapTextParser(memstats_arrays=False)  # a sample keeps no PauseNs/PauseEnd
             checked = False
             spent = 0.0  # seconds of parsing on the event loop; bounded by max_inline_parse_seconds
             async for batch in body.line_batches(limits.max_line_bytes):
