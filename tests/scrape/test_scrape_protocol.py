@@ -115,3 +115,23 @@ async def test_a_slow_response_head_is_stopped_by_the_total_bound() -> None:
     elapsed = time.monotonic() - started
     assert caught.value.phase == "total"  # ten header lines a second stay under the head's size limits
     assert 1 <= elapsed < 1 + 1.5
+
+
+async def test_credentials_in_the_url_and_a_bearer_token_give_basic_auth_not_a_crash(
+    recorded: Callable[[str], bytes],
+) -> None:
+    seen: list[str | None] = []
+
+    async def answer(request: Request, writer: asyncio.StreamWriter) -> None:
+        seen.append(request.headers.get("authorization"))
+        if request.path == "/debug/pprof/":
+            await respond(writer, 200, recorded("index.html"), content_type="text/html; charset=utf-8")
+        else:
+            await respond(writer, 200, recorded("heap_debug1.txt"))
+
+    async with RawServer(answer) as server, Scraper(proc_rss=False) as scraper:
+        url = server.url.replace("http://", "http://user:pw@")
+        sample = await scraper.sample(TargetConfig(url, bearer_token=TOKEN, metrics_path=None))
+    assert sample.memstats is not None
+    # As with the previous client: the URL's credentials are sent as Basic auth, the token is not.
+    assert seen == ["Basic dXNlcjpwdw=="] * 2

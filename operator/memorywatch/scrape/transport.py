@@ -176,7 +176,11 @@ async def get(
     name = target.display_name
     shown_path = path + _query(params)
     total_seconds = limits.total_timeout_seconds + extra_seconds
-    headers = {"Authorization": f"Bearer {target.bearer_token}"} if target.bearer_token else None
+    headers = None
+    if target.bearer_token and not _has_credentials(target.url):
+        # Credentials in the URL are sent as Basic auth (as httpx did, whose Basic auth replaced the header);
+        # aiohttp refuses both at once with a ValueError, which must never escape as a non-ScrapeError.
+        headers = {"Authorization": f"Bearer {target.bearer_token}"}
     try:
         origin = await pool.origin_for(target)
     except (OSError, ssl.SSLError) as exc:
@@ -228,6 +232,11 @@ async def get(
         raise TargetUnreachable(name, shown_path, f"{type(exc).__name__}: {exc}") from None
     finally:
         origin.in_flight -= 1
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether a base URL carries user:password@ (cheaper than parsing it on every request)."""
+    return "@" in url.partition("://")[2].partition("/")[0]
 
 
 def _query(params: Mapping[str, str | int] | None) -> str:
