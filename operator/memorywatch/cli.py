@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             return _watch(args)
         if args.command == "run":
-            _require_extra("operator", ("kopf", "kubernetes", "aiohttp", "boto3"), "memorywatch run")
+            _require_extra("operator", ("kopf", "kubernetes", "boto3"), "memorywatch run")
             from memorywatch import operator_main
 
             return operator_main.run(args)

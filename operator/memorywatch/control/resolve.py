@@ -136,7 +136,7 @@ class TargetResolver:
             await self._close_forward(self.namespace, pod, port)
 
     def _ca_file(self, name: str, key: str, pem: str) -> str:
-        """httpx takes a CA bundle as a file: one file per Secret key under $TMPDIR (an emptyDir), rewritten
+        """The scraper's SSLContext loads a CA bundle from a file: one file per Secret key under $TMPDIR (an emptyDir), rewritten
         only when its content changed."""
         ident = f"{name}/{key}"
         path = self._ca_files.get(ident)

@@ -87,7 +87,9 @@ class HeapTextParser:
     arrive and frame lines are skipped, so a scraper can stream a large profile through it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, memstats_arrays: bool = True) -> None:
+        """`memstats_arrays=False`: the result's MemStats has no PauseNs/PauseEnd (see parse_memstats_lines)."""
+        self._memstats_arrays = memstats_arrays
         self._header: tuple[int, int, int, int, int] | None = None
         self._records = 0
         self._live = [0, 0, 0, 0]  # inuse objects, inuse bytes, alloc objects, alloc bytes (scaled)
@@ -232,7 +234,11 @@ class HeapTextParser:
         if self._header is None:
             raise MalformedText(_EXPECTED, "", "the body had no heap profile header")
         inuse_objects, inuse_bytes, alloc_objects, alloc_bytes, n = self._header
-        memstats = parse_memstats_lines(self._memstats_lines) if self._in_memstats else None
+        memstats = (
+            parse_memstats_lines(self._memstats_lines, arrays=self._memstats_arrays)
+            if self._in_memstats
+            else None
+        )
         return HeapText(
             inuse_objects=inuse_objects,
             inuse_bytes=inuse_bytes,

@@ -141,10 +141,13 @@ def _array(text: str) -> tuple[int, ...] | None:
     items = text[1:-1].split(None, MAX_ARRAY_ENTRIES)
     if len(items) > MAX_ARRAY_ENTRIES:
         raise BudgetExceeded("entries in a MemStats array", "max_memstats_array_entries", MAX_ARRAY_ENTRIES)
-    values = [_int(item) for item in items]
-    if any(v is None for v in values):
+    # What `_int` accepts, item by item, checked for all items at once (512 calls were ~10 % of a sample):
+    # every item plain ASCII digits (the joined text is, iff each item is; bytes.isdigit is ASCII-only and
+    # far faster than str.isdigit) and at most 24 of them.
+    joined = "".join(items)
+    if items and not (joined.isascii() and joined.encode().isdigit() and max(map(len, items)) <= 24):
         return None
-    return tuple(v for v in values if v is not None)
+    return tuple(map(int, items))
 
 
 def _convert_text(attr: str, raw: str) -> int | float | bool | tuple[int, ...] | None:
@@ -180,11 +183,14 @@ def convert_json_field(attr: str, raw: object) -> int | float | bool | tuple[int
     return None
 
 
-def parse_memstats_lines(lines: Iterable[str]) -> MemStats:
+def parse_memstats_lines(lines: Iterable[str], *, arrays: bool = True) -> MemStats:
     """Parse the `# Name = value` lines that follow `# runtime.MemStats` (other lines are ignored).
 
     A value that does not parse leaves its field None instead of failing the whole reading: one odd field
-    (a future Go printing a new format) must not blind every rule that needs the others.
+    (a future Go printing a new format) must not blind every rule that needs the others. `arrays=False`
+    leaves PauseNs/PauseEnd None without converting them (the result equals `without_arrays()` of the
+    full parse; their entry budget is still enforced): the per-interval sample keeps no arrays, and
+    converting 512 numbers was a tenth of a sample's CPU.
     """
     values: dict[str, Any] = {}
     for line in lines:
@@ -199,6 +205,13 @@ def parse_memstats_lines(lines: Iterable[str]) -> MemStats:
             values[sys_attr] = _int(sys) if slash else None
             continue
         attr = GO_FIELDS.get(name)
-        if attr is not None:
-            values[attr] = _convert_text(attr, raw)
+        if attr is None:
+            continue
+        if not arrays and attr in _ARRAYS:
+            if len(raw.split(None, MAX_ARRAY_ENTRIES)) > MAX_ARRAY_ENTRIES:
+                raise BudgetExceeded(
+                    "entries in a MemStats array", "max_memstats_array_entries", MAX_ARRAY_ENTRIES
+                )
+            continue
+        values[attr] = _convert_text(attr, raw)
     return MemStats(**values)

@@ -1,14 +1,14 @@
-"""Scraping Go targets over HTTP: the only package that talks to targets (and the only one importing httpx).
+"""Scraping Go targets over HTTP: the only package that talks to targets (its HTTP client is aiohttp).
 
 `Scraper` (an async context manager) takes the cheap per-interval `sample()` of a target (index page,
 heap?debug=1 streamed, /metrics when offered, goroutine?debug=1 on request) and fetches profiles on demand
 (`fetch_profile`, `fetch_text`, `expvar`). Every request is bounded in time and size by `Limits`.
 
-Error tree (every failure of a scrape is exactly one of these; no httpx exception escapes):
+Error tree (every failure of a scrape is exactly one of these; no aiohttp exception escapes):
 
     ScrapeError                  target display name + URL path in the message, never the bearer token
     ├── TargetUnreachable        connection refused, DNS failure, reset, closed before answering
-    ├── ScrapeTimeout            `.phase` is connect, read, write, pool or total; `.timeout_seconds`
+    ├── ScrapeTimeout            `.phase` is connect, read or total; `.timeout_seconds`
     ├── TLSFailure               handshake failed: unknown CA, wrong name, plain HTTP, unreadable TLS files
     ├── Unauthorized             HTTP 401/403: check the bearer token Secret
     ├── NotFound                 HTTP 404: is net/http/pprof mounted at pprof_path?

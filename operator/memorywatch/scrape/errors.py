@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-TimeoutPhase = Literal["connect", "read", "write", "pool", "total"]
+# Waiting for a free connection of a target and sending the (small) request count against the total bound.
+TimeoutPhase = Literal["connect", "read", "total"]
 
 
 class ScrapeError(Exception):
@@ -52,8 +53,6 @@ class ScrapeTimeout(ScrapeError):
         what = {
             "connect": "no connection within the connect timeout",
             "read": "the target went silent for longer than the read timeout",
-            "write": "could not send the request within the write timeout",
-            "pool": "no free connection in the scraper's pool in time",
             "total": "the whole request took longer than the total timeout",
         }[phase]
         super().__init__(target, path, f"{phase} timeout after {timeout_seconds:g}s: {what}")

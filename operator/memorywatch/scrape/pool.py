@@ -1,15 +1,14 @@
-"""Connection pooling for many targets: one httpx client per TLS setting, one small pool per origin."""
+"""Connection pooling for many targets: one small aiohttp session per origin, one SSLContext per TLS setting."""
 
 from __future__ import annotations
 
 import dataclasses
 import ssl
 import time
-from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 
-from memorywatch.scrape.config import Limits, TLSConfig
+from memorywatch.scrape.config import Limits, TargetConfig, TLSConfig
 
 _USER_AGENT = "memorywatch-scraper"
 
@@ -36,147 +35,94 @@ class BufferedBytes:
         self.held = max(0, self.held - n)
 
 
+@dataclasses.dataclass(slots=True)
+class Origin:
+    """One target's connections: an aiohttp session of its own (about 5 KiB) and what uses it right now."""
+
+    session: aiohttp.ClientSession
+    in_flight: int = 0
+    last_used: float = 0.0
+
+
 class ClientPool:
-    """One httpx.AsyncClient per distinct TLS setting, created on first use and shared by every target
-    with that setting. Underneath, each origin (scheme, host, port) gets its own small connection pool
-    (see OriginRouter), so connections are kept alive per target across intervals."""
+    """A small HTTP/1.1 connection pool per origin, so connections are kept alive per target across
+    intervals and finding a free one is constant work whatever the number of targets.
+
+    Each origin (a target's base URL with its TLS setting) gets its own `aiohttp.ClientSession` with up to
+    `max_connections_per_target` connections; further requests wait for a free one inside their total
+    timeout. A connection idle for `keepalive_expiry_seconds` is closed by aiohttp, and an origin with
+    nothing in flight for that long is closed here, so targets that went away (deleted pods) leave nothing
+    behind. One `SSLContext` per TLS setting is shared by all origins (loading the system CA store costs
+    about 1 MiB and milliseconds; it must not happen per origin). No proxy from the environment, no cookie
+    jar (a target's Set-Cookie would otherwise grow one), no redirects followed (the caller refuses them),
+    no automatic decompression (transport.Body undoes Content-Encoding under the byte caps).
+    """
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
-        self._clients: dict[TLSConfig | None, httpx.AsyncClient] = {}
+        self._contexts: dict[TLSConfig | None, ssl.SSLContext] = {}
+        self._origins: dict[tuple[str, TLSConfig | None], Origin] = {}
+        self._next_sweep = 0.0
         self.buffered = BufferedBytes(limits.max_buffered_bytes)
-
-    def client_for(self, tls: TLSConfig | None) -> httpx.AsyncClient:
-        client = self._clients.get(tls)
-        if client is None:
-            # One SSLContext per TLS setting, shared by every origin: httpx would otherwise build (and
-            # load the system CA store into) a fresh context per origin, about 1 MiB each.
-            context = _ssl_context(tls) if tls is not None else ssl.create_default_context()
-            router = OriginRouter(context, self._limits)
-            client = httpx.AsyncClient(
-                transport=router,
-                follow_redirects=False,
-                trust_env=False,  # a proxy from the environment must never sit between us and a pod
-                timeout=httpx.Timeout(
-                    connect=self._limits.connect_timeout_seconds,
-                    read=self._limits.read_timeout_seconds,
-                    write=self._limits.read_timeout_seconds,
-                    pool=self._limits.total_timeout_seconds,
-                ),
-                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
-            )
-            self._clients[tls] = client
-        return client
-
-    @property
-    def client_count(self) -> int:
-        return len(self._clients)
-
-    @property
-    def origin_count(self) -> int:
-        return sum(
-            router.origin_count
-            for client in self._clients.values()
-            if isinstance(router := client._transport, OriginRouter)
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,  # the caller's asyncio.timeout bounds the whole request, body and parsing included
+            connect=None,  # waiting for a free connection of the origin: bounded by that total only
+            sock_connect=limits.connect_timeout_seconds,  # TCP connect plus the TLS handshake
+            sock_read=limits.read_timeout_seconds,  # the longest silence between two reads
         )
 
-    async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+    def ssl_context(self, tls: TLSConfig | None) -> ssl.SSLContext:
+        """The context for this TLS setting; raises OSError/ssl.SSLError if its files cannot be loaded."""
+        context = self._contexts.get(tls)
+        if context is None:
+            context = _ssl_context(tls) if tls is not None else ssl.create_default_context()
+            self._contexts[tls] = context
+        return context
 
-
-class OriginRouter(httpx.AsyncBaseTransport):
-    """Routes each request to a small HTTP/1.1 connection pool of its own origin.
-
-    httpcore's pool does work proportional to all its connections on every request (and squares it when
-    pruning idle ones), so one shared pool for a thousand targets spends the CPU on bookkeeping. A pool
-    per origin keeps that work constant per request. Pools with nothing in flight for longer than the
-    keep-alive expiry are closed, so targets that went away (deleted pods) leave nothing behind.
-    """
-
-    def __init__(self, verify: ssl.SSLContext, limits: Limits) -> None:
-        self._verify = verify
-        self._limits = limits
-        self._origins: dict[tuple[bytes, bytes, int | None], _Origin] = {}
-        self._next_sweep = 0.0
-
-    @property
-    def origin_count(self) -> int:
-        return len(self._origins)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        key = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+    async def origin_for(self, target: TargetConfig) -> Origin:
+        """The origin of `target`, opened on first use. The caller counts itself in `in_flight` while it
+        holds a response, so an origin is never closed under a request."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self._limits.keepalive_expiry_seconds
             await self._sweep(now)
+        key = (target.url, target.tls)
         origin = self._origins.get(key)
         if origin is None:
-            transport = httpx.AsyncHTTPTransport(
-                verify=self._verify,
-                http1=True,
-                http2=False,
-                limits=httpx.Limits(
-                    max_connections=self._limits.max_connections_per_target,
-                    max_keepalive_connections=self._limits.max_connections_per_target,
-                    keepalive_expiry=self._limits.keepalive_expiry_seconds,
-                ),
+            connector = aiohttp.TCPConnector(
+                ssl=self.ssl_context(target.tls),  # used for https:// only; never False (no verification)
+                limit=self._limits.max_connections_per_target,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry_seconds,
             )
-            origin = self._origins[key] = _Origin(transport)
-        origin.in_flight += 1
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self.timeout,
+                headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+                auto_decompress=False,
+                trust_env=False,  # a proxy from the environment must never sit between us and a pod
+                cookie_jar=aiohttp.DummyCookieJar(),
+                raise_for_status=False,
+            )
+            origin = self._origins[key] = Origin(session)
         origin.last_used = now
-        try:
-            response = await origin.transport.handle_async_request(request)
-        except BaseException:
-            origin.in_flight -= 1
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_TrackedStream(response.stream, origin),
-            extensions=response.extensions,
-        )
+        return origin
 
     async def _sweep(self, now: float) -> None:
         idle_before = now - self._limits.keepalive_expiry_seconds
         for key, origin in list(self._origins.items()):
             if origin.in_flight == 0 and origin.last_used < idle_before:
                 del self._origins[key]
-                await origin.transport.aclose()
+                await origin.session.close()
+
+    @property
+    def origin_count(self) -> int:
+        return len(self._origins)
 
     async def aclose(self) -> None:
         origins, self._origins = list(self._origins.values()), {}
         for origin in origins:
-            await origin.transport.aclose()
-
-
-@dataclasses.dataclass(slots=True)
-class _Origin:
-    transport: httpx.AsyncHTTPTransport
-    in_flight: int = 0
-    last_used: float = 0.0
-
-
-class _TrackedStream(httpx.AsyncByteStream):
-    """A response body that tells its origin when it is done, so an origin is never closed mid-response."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, origin: _Origin) -> None:
-        self._stream = stream
-        self._origin: _Origin | None = origin
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            if self._origin is not None:
-                self._origin.in_flight -= 1
-                self._origin = None
+            await origin.session.close()
 
 
 def _ssl_context(tls: TLSConfig) -> ssl.SSLContext:

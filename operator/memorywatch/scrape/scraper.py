@@ -65,7 +65,7 @@ class _TargetState:
 
 class Scraper:
     """Scrapes Go targets over HTTP. Use as `async with Scraper() as s:`; safe to share between many tasks
-    on one event loop. One httpx client per distinct TLS setting; per-target state is a few capability bits.
+    on one event loop. A small aiohttp session per origin (scrape/pool.py); per-target state is a few capability bits.
 
     `proc_rss` reads the current RSS of loopback targets from /proc (Linux; see procrss), preferred over
     MaxRSS but not over the target's own Prometheus figure. `max_targets` bounds the remembered state; the
@@ -273,7 +273,7 @@ class Scraper:
         limits = self.limits
 
         async def consume(body: transport.Body) -> HeapText:
-            parser = HeapTextParser()
+            parser = HeapTextParser(memstats_arrays=False)  # a sample keeps no PauseNs/PauseEnd
             checked = False
             spent = 0.0  # seconds of parsing on the event loop; bounded by max_inline_parse_seconds
             async for batch in body.line_batches(limits.max_line_bytes):

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
-import httpx
+import aiohttp
 
 from memorywatch.pprof.errors import BudgetExceeded, PprofError
 from memorywatch.scrape.config import Limits, TargetConfig
@@ -43,7 +43,7 @@ _READ_CHUNK_BYTES = 64 * 1024
 
 class _ContentDecoder:
     """Undo Content-Encoding ourselves, chunk by chunk with an output bound, so a compressed body can never
-    expand past the cap in one step (httpx's own decoder inflates a whole network chunk at once)."""
+    expand past the cap in one step (an HTTP client's own decoder inflates a whole network chunk at once)."""
 
     def __init__(self, encoding: str) -> None:
         if encoding in ("", "identity"):
@@ -70,7 +70,7 @@ class Body:
     """A response body being streamed under a byte cap. With `truncate_at_cap`, hitting the cap ends the
     stream and sets `truncated`; otherwise it raises ResponseTooLarge naming `limit_name`."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     target: str
     path: str
     limit_bytes: int
@@ -91,7 +91,7 @@ class Body:
             decoder = _ContentDecoder(encoding)
         except ValueError as exc:
             raise MalformedResponse(self.target, self.path, str(exc)) from None
-        async for raw in self.response.aiter_raw(_READ_CHUNK_BYTES):
+        async for raw in self.response.content.iter_chunked(_READ_CHUNK_BYTES):
             room = self.limit_bytes - self.bytes_read
             try:
                 data = decoder.decode(raw, room)
@@ -176,29 +176,34 @@ async def get(
     name = target.display_name
     shown_path = path + _query(params)
     total_seconds = limits.total_timeout_seconds + extra_seconds
-    headers = {"Authorization": f"Bearer {target.bearer_token}"} if target.bearer_token else {}
-    extensions: dict[str, object] = {}
-    timeout: httpx.Timeout | httpx._client.UseClientDefault = httpx.USE_CLIENT_DEFAULT
-    if extra_seconds:
-        read_seconds = limits.read_timeout_seconds + extra_seconds
-        timeout = httpx.Timeout(
-            connect=limits.connect_timeout_seconds, read=read_seconds, write=read_seconds, pool=total_seconds
-        )
-    if target.tls is not None and target.tls.server_name:
-        extensions["sni_hostname"] = target.tls.server_name
+    headers = None
+    if target.bearer_token and not _has_credentials(target.url):
+        # Credentials in the URL are sent as Basic auth (as httpx did, whose Basic auth replaced the header);
+        # aiohttp refuses both at once with a ValueError, which must never escape as a non-ScrapeError.
+        headers = {"Authorization": f"Bearer {target.bearer_token}"}
     try:
-        client = pool.client_for(target.tls)
+        origin = await pool.origin_for(target)
     except (OSError, ssl.SSLError) as exc:
         raise TLSFailure(name, shown_path, f"cannot load the TLS files: {exc}") from None
+    timeout = pool.timeout
+    if extra_seconds:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=limits.connect_timeout_seconds,
+            sock_read=limits.read_timeout_seconds + extra_seconds,
+        )
+    server_name = target.tls.server_name if target.tls is not None else None
+    origin.in_flight += 1
     try:
         async with asyncio.timeout(total_seconds):
-            async with client.stream(
-                "GET",
+            async with origin.session.get(
                 target.url_for(path),
                 params=params,
                 headers=headers,
-                extensions=extensions,
+                allow_redirects=False,
                 timeout=timeout,
+                server_hostname=server_name,
             ) as response:
                 await _check_status(response, name, shown_path, target.bearer_token)
                 body = Body(response, name, shown_path, limit_bytes, limit_name, truncate_at_cap)
@@ -207,6 +212,10 @@ async def get(
                     return await consume(body)
                 finally:
                     pool.buffered.give_back(body.bytes_read)
+    except aiohttp.ConnectionTimeoutError:
+        raise ScrapeTimeout(name, shown_path, "connect", limits.connect_timeout_seconds) from None
+    except aiohttp.ServerTimeoutError:  # also a TimeoutError: caught before the total bound's
+        raise ScrapeTimeout(name, shown_path, "read", limits.read_timeout_seconds + extra_seconds) from None
     except TimeoutError:
         raise ScrapeTimeout(name, shown_path, "total", total_seconds) from None
     except BudgetExceeded as exc:
@@ -215,12 +224,19 @@ async def get(
         raise OverBudget(name, shown_path, str(exc), exc.limit_name, exc.limit) from None
     except PprofError as exc:
         raise MalformedResponse(name, shown_path, str(exc)) from exc
-    except httpx.HTTPError as exc:
-        raise _translate(exc, name, shown_path, limits, extra_seconds, target.bearer_token) from None
+    except aiohttp.ClientError as exc:
+        raise _translate(exc, name, shown_path, target.bearer_token) from None
     except ssl.SSLError as exc:
         raise TLSFailure(name, shown_path, f"TLS failed: {_describe_ssl(exc)}") from None
     except OSError as exc:  # e.g. too many open files while connecting
         raise TargetUnreachable(name, shown_path, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        origin.in_flight -= 1
+
+
+def _has_credentials(url: str) -> bool:
+    """Whether a base URL carries user:password@ (cheaper than parsing it on every request)."""
+    return "@" in url.partition("://")[2].partition("/")[0]
 
 
 def _query(params: Mapping[str, str | int] | None) -> str:
@@ -229,8 +245,8 @@ def _query(params: Mapping[str, str | int] | None) -> str:
     return "?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
-async def _check_status(response: httpx.Response, name: str, path: str, token: str | None) -> None:
-    status = response.status_code
+async def _check_status(response: aiohttp.ClientResponse, name: str, path: str, token: str | None) -> None:
+    status = response.status
     if status == 200:
         return
     if status in (401, 403):
@@ -241,8 +257,8 @@ async def _check_status(response: httpx.Response, name: str, path: str, token: s
         location = response.headers.get("location", "").split("?")[0]
         raise HTTPStatusError(name, path, status, f"redirected to {location}"[:_EXCERPT_CHARS])
     excerpt = b""
-    with contextlib.suppress(httpx.HTTPError):
-        async for chunk in response.aiter_raw(1024):
+    with contextlib.suppress(aiohttp.ClientError):
+        async for chunk in response.content.iter_chunked(1024):
             excerpt += chunk
             if len(excerpt) >= 4096:
                 break
@@ -265,28 +281,22 @@ def sanitize_excerpt(data: bytes, token: str | None) -> str:
     return text[:_EXCERPT_CHARS]
 
 
-def _translate(
-    exc: httpx.HTTPError, name: str, path: str, limits: Limits, extra_seconds: float, token: str | None
-) -> ScrapeError:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return ScrapeTimeout(name, path, "connect", limits.connect_timeout_seconds)
-    if isinstance(exc, httpx.ReadTimeout):
-        return ScrapeTimeout(name, path, "read", limits.read_timeout_seconds + extra_seconds)
-    if isinstance(exc, httpx.WriteTimeout):
-        return ScrapeTimeout(name, path, "write", limits.read_timeout_seconds + extra_seconds)
-    if isinstance(exc, httpx.PoolTimeout):
-        return ScrapeTimeout(name, path, "pool", limits.total_timeout_seconds + extra_seconds)
+def _translate(exc: aiohttp.ClientError, name: str, path: str, token: str | None) -> ScrapeError:
     ssl_error = _ssl_cause(exc)
     if ssl_error is not None:
         detail = f"TLS handshake failed: {_describe_ssl(ssl_error)}"
         if "WRONG_VERSION_NUMBER" in str(ssl_error) or "wrong version number" in str(ssl_error):
             detail += "; the target seems to serve plain HTTP, use http://"
         return TLSFailure(name, path, detail)
-    # httpx/h11 messages may quote a header value, and the Authorization header holds the token.
+    # Messages may quote a header value, and the Authorization header holds the token.
     message = str(exc) or type(exc).__name__
     if token:
         message = message.replace(token, "[redacted]")
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(
+        exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError
+    ):
+        # The response could not be parsed (a bad status line, oversized headers, a broken chunk) or the
+        # connection ended before it was complete.
         message = f"the connection broke or the peer does not speak HTTP/1.1: {message}"
     return TargetUnreachable(name, path, message)
 
@@ -296,6 +306,10 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     for _ in range(8):
         if seen is None:
             return None
+        if isinstance(seen, aiohttp.ClientConnectorCertificateError):
+            return seen.certificate_error if isinstance(seen.certificate_error, ssl.SSLError) else None
+        if isinstance(seen, aiohttp.ClientConnectorError) and isinstance(seen.os_error, ssl.SSLError):
+            return seen.os_error
         if isinstance(seen, ssl.SSLError):
             return seen
         seen = seen.__cause__ or seen.__context__

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+import random
+
+import pytest
 
 from memorywatch.pprof import parse_heap_text, parse_memstats_lines
+from memorywatch.pprof.errors import BudgetExceeded
+from memorywatch.pprof.heap_text import HeapTextParser
+from memorywatch.pprof.memstats import MAX_ARRAY_ENTRIES, _array, _int
 
 
 def memstats_lines(path: pathlib.Path) -> list[str]:
@@ -101,3 +108,41 @@ def test_float_in_plain_notation_and_debug_gc_true() -> None:
     stats = parse_memstats_lines(["# GCCPUFraction = 0.0125", "# DebugGC = true"])
     assert stats.gc_cpu_fraction == 0.0125
     assert stats.debug_gc is True
+
+
+def _array_one_by_one(text: str) -> tuple[int, ...] | None:
+    """The array rule stated item by item (the code checks all items at once): each item is what `_int`
+    accepts, else the whole array is unknown."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    values = [_int(item) for item in text[1:-1].split()]
+    return None if any(v is None for v in values) else tuple(v for v in values if v is not None)
+
+
+def test_an_array_is_read_exactly_as_each_of_its_items_would_be() -> None:
+    rng = random.Random(7)
+    full = "[" + " ".join(str(rng.getrandbits(64)) for _ in range(256)) + "]"
+    odd = ["[]", "[ ]", " [5] ", "[1  2\t3]", "[ 1 2 ]", "[1 x 3]", "[1 +2]", "[1 2_0]", "[１ 2]", "[1 ²]"]
+    odd += ["[1 " + "9" * 24 + "]", "[1 " + "9" * 25 + "]", "[-1 2]", "[1.5]", "[1,2]", "x", "[1 2", full]
+    for text in odd:
+        assert _array(text) == _array_one_by_one(text), text
+
+
+def test_without_arrays_the_reading_equals_the_full_one_minus_its_arrays(
+    go_fixtures_dir: pathlib.Path,
+) -> None:
+    lines = memstats_lines(go_fixtures_dir / "heap_debug1.txt")
+    full = parse_memstats_lines(lines)
+    assert full.pause_ns is not None
+    assert parse_memstats_lines(lines, arrays=False) == full.without_arrays()
+    text = (go_fixtures_dir / "heap_debug1.txt").read_text()
+    parser = HeapTextParser(memstats_arrays=False)
+    for line in text.splitlines():
+        parser.feed(line)
+    assert parser.result() == dataclasses.replace(parse_heap_text(text), memstats=full.without_arrays())
+    with pytest.raises(BudgetExceeded) as caught:  # the entry budget holds without converting them
+        parse_memstats_lines(
+            ["# PauseNs = [" + " ".join(["1"] * (MAX_ARRAY_ENTRIES + 1)) + "]"], arrays=False
+        )
+    assert caught.value.limit_name == "max_memstats_array_entries"
