@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import collections
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from memorywatch.api import units
@@ -133,6 +134,28 @@ class HeapGrowth(TrendRule):
             return value, None, False  # no GC completed since the last point: same measurement again
         self._last_num_gc = num_gc
         return value, None, True
+
+    def too_few_reason(self, times: Sequence[float], now: float) -> str:
+        """`2 GC cycles in the 40s window, 6 needed to judge; the target completes one about every 25s, so a
+        window of at least 2m30s would hold enough`."""
+        n, needed = len(times), self.min_points
+        text = (
+            f"{n} GC cycle{'' if n == 1 else 's'} in the {units.format_duration(self.window_seconds)} window,"
+            f" {needed} needed to judge"
+        )
+        if n >= 2:
+            every = (times[-1] - times[0]) / (n - 1)
+            return (
+                f"{text}; the target completes one about every {units.format_duration(every)}, so a window of at"
+                f" least {units.format_duration(every * needed)} would hold enough"
+            )
+        latest = self.series.latest
+        if latest is None:
+            return text
+        return (
+            f"{text}; the last one completed {units.format_duration(now - latest.time)} ago (a program that"
+            " makes little garbage collects rarely), so it needs a longer window"
+        )
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample
