@@ -242,9 +242,15 @@ class TrendRule(Rule):
             # Once a rise looked like a random walk's, the hold runs its course: the tests' verdicts flicker
             # from one scrape to the next on such a series.
             walked = now - self._walk_since
-            if walked < WALK_HOLD_SHARE * self.window_seconds:
-                phrase = self._walk.phrase if self._walk is not None else "looked like a random walk"
-                return None, f"held back: {phrase}"
+            hold = WALK_HOLD_SHARE * self.window_seconds
+            if walked < hold:
+                if self._walk is not None and self._walk.verdict == random_walk.WALK:
+                    return None, f"held back: {self._walk.phrase}"
+                # The check says otherwise now, but the hold runs its course: say why it still holds.
+                return None, (
+                    f"held back: the rise looked like a random walk's {units.format_duration(walked)} ago; it fires"
+                    f" if it still passes every test {units.format_duration(hold)} after that"
+                )
             signals.append(
                 f"still rising at the minimum rate {units.format_duration(walked)} after the rise first looked"
                 " like a random walk's"
