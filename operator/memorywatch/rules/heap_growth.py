@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from memorywatch.api import units
-from memorywatch.rules import retention
+from memorywatch.rules import gc_points, retention
 from memorywatch.rules.base import TrendRule, Verdict
 from memorywatch.rules.gc_points import GcFreshness
 from memorywatch.rules.model import Probe, RuleSpec
@@ -136,26 +136,9 @@ class HeapGrowth(TrendRule):
         return value, None, True
 
     def too_few_reason(self, times: Sequence[float], now: float) -> str:
-        """`2 GC cycles in the 40s window, 6 needed to judge; the target completes one about every 25s, so a
-        window of at least 2m30s would hold enough`."""
-        n, needed = len(times), self.min_points
-        text = (
-            f"{n} GC cycle{'' if n == 1 else 's'} in the {units.format_duration(self.window_seconds)} window,"
-            f" {needed} needed to judge"
-        )
-        if n >= 2:
-            every = (times[-1] - times[0]) / (n - 1)
-            return (
-                f"{text}; the target completes one about every {units.format_duration(every)}, so a window of at"
-                f" least {units.format_duration(every * needed)} would hold enough"
-            )
         latest = self.series.latest
-        if latest is None:
-            return text
-        return (
-            f"{text}; the last one completed {units.format_duration(now - latest.time)} ago (a program that"
-            " makes little garbage collects rarely), so it needs a longer window"
-        )
+        last = latest.time if latest is not None else None
+        return gc_points.too_few_reason(times, now, self.window_seconds, self.min_points, last)
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample

@@ -69,3 +69,24 @@ def test_with_enough_points_the_status_shows_the_growth_again() -> None:
     line = judge.status()["heap-growth"]
     assert line.startswith("watching: +") or line.startswith("suspicious: +"), line
     assert judge.rule_states()["heap-growth"].judging
+
+
+def test_finalizer_backlog_on_live_objects_counts_gc_cycles_and_on_queue_metrics_counts_points() -> None:
+    rule = spec(RuleKind.FINALIZER_BACKLOG, "finalizer-backlog", window_seconds=40.0)
+    objects = TargetJudge([rule])
+    for i in range(22):  # one GC every 25 s, scrapes every 5 s
+        t = 5.0 * i
+        objects.observe(
+            Sample(
+                target="pod", time=T0 + t, heap_live_objects=50_000 + i, memstats=gc_memstats(int(t // 25))
+            )
+        )
+    assert objects.status()["finalizer-backlog"].startswith(
+        "watching: 2 GC cycles in the 40s window, 6 needed to judge; the target completes one about every 25s"
+    )
+    queue = TargetJudge([rule])
+    for i in range(4):
+        queue.observe(
+            Sample(target="pod", time=T0 + 15.0 * i, finalizers_queued=10 + i, finalizers_executed=10)
+        )
+    assert queue.status()["finalizer-backlog"] == "watching: 3 points in the 40s window, 6 needed to judge"
