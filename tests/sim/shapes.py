@@ -31,9 +31,16 @@ def _jitter(rng: random.Random, amount: float) -> float:
     return rng.uniform(-amount, amount)
 
 
-def linear_leak(multiple: float) -> Factory:
+# Where a leak starts, in units of G. Goroutine identity (rules/identity.py) is asked only up to 10,000
+# goroutines (2,000 × 5 for the built-in rule): leaks start within it, and the "above the identity ceiling"
+# shapes start above it, where the count is all the rule has.
+WITHIN_CEILING = (0.5, 3.0)
+ABOVE_CEILING = (5.0, 20.0)
+
+
+def linear_leak(multiple: float, start: tuple[float, float] = WITHIN_CEILING) -> Factory:
     def make(rng: random.Random, w: float, g: float) -> tuple[ValueFn, ValueFn]:
-        base = rng.uniform(5, 20) * g
+        base = rng.uniform(*start) * g
         trend = lambda t: base + multiple * g * t / w  # noqa: E731
         # The jitter is short-lived goroutines (or garbage) in flight at the scrape: the long-lived part is
         # the trend less the jitter's lowest reach.
@@ -45,7 +52,7 @@ def linear_leak(multiple: float) -> Factory:
 
 def step_leak(rng: random.Random, w: float, g: float) -> ValueFn:
     """One step per resync: 1.5 G per window in steps every W/6, plus small noise."""
-    base, period = rng.uniform(5, 20) * g, w / 6
+    base, period = rng.uniform(*WITHIN_CEILING) * g, w / 6
     phase = rng.uniform(0, period)
     return lambda t: base + 1.5 * g / 6 * math.floor((t + phase) / period) + _jitter(rng, 0.05 * g)
 
@@ -113,12 +120,21 @@ def map_high_water(rng: random.Random, w: float, g: float) -> ValueFn:
     return lambda t: 2 * g + size * min(1.0, t / ramp) + _jitter(rng, 0.02 * g)
 
 
-def load_ramp(rng: random.Random, w: float, g: float) -> tuple[ValueFn, ValueFn]:
+def load_ramp(base_range: tuple[float, float]) -> Factory:
     """Goroutines (or buffers) proportional to load: a morning ramp of 2–3 G over about a window (short-lived
-    items, so the count is noisy), a plateau of half a window, then back down over half a window."""
-    # The base stays at 0.1–1 G so the peak (at most 4 G: 8,000 goroutines for the built-in 2,000) is within
-    # the 10,000-goroutine ceiling for identity dumps; docs/rules.md gives the figure for larger services.
-    rise, size, base = rng.uniform(0.8, 1.2) * w, rng.uniform(2, 3) * g, rng.uniform(0.1, 1) * g
+    items, so the count is noisy), a plateau of half a window, then back down over half a window, on top of
+    `base_range` G of long-lived ones."""
+
+    def make(rng: random.Random, w: float, g: float) -> tuple[ValueFn, ValueFn]:
+        return _load_ramp(rng, w, g, base_range)
+
+    return make
+
+
+def _load_ramp(
+    rng: random.Random, w: float, g: float, base_range: tuple[float, float]
+) -> tuple[ValueFn, ValueFn]:
+    rise, size, base = rng.uniform(0.8, 1.2) * w, rng.uniform(2, 3) * g, rng.uniform(*base_range) * g
 
     def value(t: float) -> float:
         if t < rise:
@@ -152,6 +168,12 @@ LEAKS = (
     Shape("leak at 1.1x minGrowth (±30% jitter)", True, linear_leak(1.1), "near the threshold"),
     Shape("step leak (one step per W/6 resync)", True, step_leak),
     Shape("leak at 1.5x riding on bursts", True, leak_on_bursts),
+    Shape(
+        "leak at 1.5x above the identity ceiling (10k–40k goroutines)",
+        True,
+        linear_leak(1.5, ABOVE_CEILING),
+        "count only: held for half a window",
+    ),
 )
 LOOKALIKES = (
     Shape("bursts that drain", False, bursts_that_drain),
@@ -162,6 +184,9 @@ LOOKALIKES = (
     Shape("map at its high-water mark", False, map_high_water),
     Shape("HTTP keep-alive pool", False, keepalive_pool),
     Shape("GOMEMLIMIT saw-tooth", False, memlimit_sawtooth),
-    Shape("load ramp over a window, then hold and fall", False, load_ramp),
+    # 0.1–1 G of long-lived goroutines: the peak (at most 4 G, 8,000) is within the identity ceiling.
+    Shape("load ramp over a window, then hold and fall", False, load_ramp((0.1, 1.0))),
+    # 2–5 G (4,000–10,000) long-lived, peaking at up to 16,000: above the ceiling, the count is all there is.
+    Shape("load ramp above the identity ceiling (4k–10k long-lived)", False, load_ramp((2.0, 5.0))),
     Shape("random walk (σ = minGrowth/13 per scrape)", False, random_walk),
 )

@@ -13,6 +13,8 @@ import pytest
 from tests.sim.harness import GOROUTINE_LEAK, HEAP_GROWTH, SEEDS, simulate
 from tests.sim.shapes import LEAKS, LOOKALIKES
 
+from memorywatch.rules.goroutine_growth import COUNT_ONLY_HOLD_SHARE
+
 RULES = {"goroutine-leak": GOROUTINE_LEAK, "heap-growth": HEAP_GROWTH}
 BY_NAME = {s.name: s for s in (*LEAKS, *LOOKALIKES)}
 
@@ -23,6 +25,23 @@ def test_a_leak_at_one_and_a_half_times_min_growth_is_caught_in_95_percent_of_wi
     assert outcome.share >= 0.95, f"{outcome.firing}/{outcome.evaluated}"
     assert len(outcome.first_fire_delays) == SEEDS, "every seed is caught"
     assert max(outcome.first_fire_delays) <= 0.25 * RULES[rule].build().window_seconds
+
+
+def test_a_goroutine_leak_above_the_identity_ceiling_is_named_in_every_seed_after_the_count_only_hold() -> (
+    None
+):
+    """Above 10,000 goroutines no identity dump is taken, and the count alone must outlast one window of rise
+    by half a window (a load ramp rises exactly like a leak for that long): every seed is named within the
+    hold plus a quarter of a window, and every window after that fires."""
+    outcome = simulate(
+        BY_NAME["leak at 1.5x above the identity ceiling (10k–40k goroutines)"], GOROUTINE_LEAK
+    )
+    window = GOROUTINE_LEAK.build().window_seconds
+    assert len(outcome.first_fire_delays) == SEEDS, "every seed is caught"
+    assert max(outcome.first_fire_delays) <= (COUNT_ONLY_HOLD_SHARE + 0.25) * window
+    assert outcome.share >= 0.95 * (1 - (COUNT_ONLY_HOLD_SHARE + 0.25) / 3), (
+        f"{outcome.firing}/{outcome.evaluated}"
+    )
 
 
 @pytest.mark.parametrize("rule", list(RULES))

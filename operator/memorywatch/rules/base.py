@@ -55,6 +55,9 @@ class Verdict:
     unit: str = ""
     message: str | None = None
     evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # False while the window holds too few points to judge: the status line says why instead of a growth
+    # fitted to a handful of points.
+    judging: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +72,13 @@ class RuleStatus:
     unit: str
     detail: str
     window_seconds: float | None = None
+    judging: bool = True
 
     def line(self) -> str:
-        """`watching: +1.2 MiB over 30m`, `inactive: the target has no memory limit`."""
+        """`watching: +1.2 MiB over 30m`, `inactive: the target has no memory limit`, `watching: 2 GC cycles
+        in the 40s window, 6 needed to judge; …`."""
         text = self.state
-        if self.growth is not None and self.state != INACTIVE:
+        if self.growth is not None and self.state != INACTIVE and self.judging:
             amount = format_amount(self.growth, self.unit)
             sign = "+" if self.growth >= 0 else ""
             unit = "" if self.unit == "bytes" else f" {self.unit}"
@@ -181,6 +186,10 @@ class TrendRule(Rule):
         self.suspicious = self._suspicious(stats, trend)
         growth = trend.growth if trend is not None else None
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
+        if len(times) < self.min_points:
+            state = WATCHING if warmed else WARMING_UP
+            why = {"why_not": self.too_few_reason(times, sample.time)}
+            return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=why, judging=False)
         if not warmed:
             state = SUSPICIOUS if self.suspicious else WARMING_UP
             return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
@@ -199,6 +208,16 @@ class TrendRule(Rule):
                 return Verdict(FIRING, growth=growth, unit=self.unit, message=message, evidence=evidence)
         state = SUSPICIOUS if self.suspicious else WATCHING
         return Verdict(state, note=note, growth=growth, unit=self.unit, evidence=self._detail(trend))
+
+    def too_few_reason(self, times: Sequence[float], now: float) -> str:
+        """Why a window with fewer than `min_points` points is not judged yet, in plain words (no ': ',
+        which the status line reads as a prefix)."""
+        del now
+        n = len(times)
+        return (
+            f"{n} point{'' if n == 1 else 's'} in the {units.format_duration(self.window_seconds)} window,"
+            f" {self.min_points} needed to judge"
+        )
 
     def confirm(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
         """The confirmation stage of a trend: (the signals that held, "") to fire, or (None, why it is held
@@ -223,9 +242,15 @@ class TrendRule(Rule):
             # Once a rise looked like a random walk's, the hold runs its course: the tests' verdicts flicker
             # from one scrape to the next on such a series.
             walked = now - self._walk_since
-            if walked < WALK_HOLD_SHARE * self.window_seconds:
-                phrase = self._walk.phrase if self._walk is not None else "looked like a random walk"
-                return None, f"held back: {phrase}"
+            hold = WALK_HOLD_SHARE * self.window_seconds
+            if walked < hold:
+                if self._walk is not None and self._walk.verdict == random_walk.WALK:
+                    return None, f"held back: {self._walk.phrase}"
+                # The check says otherwise now, but the hold runs its course: say why it still holds.
+                return None, (
+                    f"held back: the rise looked like a random walk's {units.format_duration(walked)} ago; it fires"
+                    f" if it still passes every test {units.format_duration(hold)} after that"
+                )
             signals.append(
                 f"still rising at the minimum rate {units.format_duration(walked)} after the rise first looked"
                 " like a random walk's"

@@ -253,5 +253,6 @@ class TargetJudge:
                 unit=verdict.unit if verdict is not None else "",
                 detail=detail,
                 window_seconds=rule.judged_window_seconds(),
+                judging=verdict.judging if verdict is not None else True,
             )
         return out

@@ -13,10 +13,11 @@ spans are swept, so it stalls between GCs in every healthy program.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from memorywatch.pprof import goroutines
-from memorywatch.rules import stacks
+from memorywatch.rules import gc_points, stacks
 from memorywatch.rules.base import TrendRule, Verdict
 from memorywatch.rules.gc_points import GcFreshness, heap_objects
 from memorywatch.rules.model import Probe, RuleSpec
@@ -38,6 +39,7 @@ OBJECTS = "live-objects"
 
 class FinalizerBacklog(TrendRule):
     min_points = MIN_GC_POINTS  # one point per completed GC
+
     unit = "objects"
     default_window_seconds = 900.0
     default_min_growth = 1000.0
@@ -87,6 +89,13 @@ class FinalizerBacklog(TrendRule):
             " nor a live object count",
             False,
         )
+
+    def too_few_reason(self, times: Sequence[float], now: float) -> str:
+        if self.mode != OBJECTS:  # the queue metrics come with every scrape, not per GC
+            return super().too_few_reason(times, now)
+        latest = self.series.latest
+        last = latest.time if latest is not None else None
+        return gc_points.too_few_reason(times, now, self.window_seconds, self.min_points, last)
 
     def _switch(self, mode: str) -> None:
         if self.mode is not None and self.mode != mode:

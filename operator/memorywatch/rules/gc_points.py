@@ -19,8 +19,9 @@ those never force one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from memorywatch.api import units
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules.guards import RUNTIME_FORCED_GC_SECONDS
 from memorywatch.samples import Sample
@@ -84,3 +85,25 @@ class GcFreshness:
             return False  # an idle program: nothing new to judge, so nothing to force
         self._last_asked = now
         return True
+
+
+def too_few_reason(
+    times: Sequence[float], now: float, window_seconds: float, needed: int, last: float | None
+) -> str:
+    """Why a window of GC points is not judged yet: `2 GC cycles in the 40s window, 6 needed to judge; the
+    target completes one about every 25s, so a window of at least 2m30s would hold enough`. `times` are the
+    GC points in the window, `last` the time of the newest GC point seen at all."""
+    n = len(times)
+    text = f"{n} GC cycle{'' if n == 1 else 's'} in the {units.format_duration(window_seconds)} window, {needed} needed to judge"
+    if n >= 2:
+        every = (times[-1] - times[0]) / (n - 1)
+        return (
+            f"{text}; the target completes one about every {units.format_duration(every)}, so a window of at"
+            f" least {units.format_duration(every * needed)} would hold enough"
+        )
+    if last is None:
+        return text
+    return (
+        f"{text}; the last one completed {units.format_duration(now - last)} ago (a program that makes little"
+        " garbage collects rarely), so it needs a longer window"
+    )

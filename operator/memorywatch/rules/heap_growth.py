@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import array
 import collections
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 from memorywatch.api import units
-from memorywatch.rules import retention
+from memorywatch.rules import gc_points, retention
 from memorywatch.rules.base import TrendRule, Verdict
 from memorywatch.rules.gc_points import GcFreshness
 from memorywatch.rules.model import Probe, RuleSpec
@@ -133,6 +134,11 @@ class HeapGrowth(TrendRule):
             return value, None, False  # no GC completed since the last point: same measurement again
         self._last_num_gc = num_gc
         return value, None, True
+
+    def too_few_reason(self, times: Sequence[float], now: float) -> str:
+        latest = self.series.latest
+        last = latest.time if latest is not None else None
+        return gc_points.too_few_reason(times, now, self.window_seconds, self.min_points, last)
 
     def describe(self, trend: Trend, sample: Sample) -> tuple[str, dict[str, Any]] | None:
         del sample

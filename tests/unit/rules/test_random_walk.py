@@ -168,3 +168,32 @@ def test_a_leak_arriving_at_random_fires_and_says_it_is_no_random_walk() -> None
     assert fired is not None and fired.message is not None
     assert "random walk" in fired.message
     assert "kpss_eta" in fired.evidence["random_walk_check"]
+
+
+def test_with_a_fake_check_a_hold_that_outlives_the_walk_verdict_says_it_is_still_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check (a fake here) calls the rise a walk once and not a walk afterwards: the hold runs its
+    course, and while it does the status says why instead of "held back: not a random walk"."""
+    calls = {"n": 0}
+
+    def fake_check(times: object, values: object, slope_per_second: float) -> random_walk.WalkCheck:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return random_walk.WalkCheck(random_walk.WALK, "moves like a random walk: fake", {})
+        return random_walk.WalkCheck(random_walk.NOT_WALK, "not a random walk: fake", {})
+
+    monkeypatch.setattr(random_walk, "check_columns", fake_check)
+    rule = _goroutine_rule()
+    whys, fired_at = [], None
+    for i in range(61):
+        now = T0 + INTERVAL * i
+        verdict = rule.observe(Sample(target="pod", time=now, goroutines=500 + 100 * i), started_at=T0)
+        whys.append(str(verdict.evidence.get("why_not", "")))
+        if verdict.state == FIRING and fired_at is None:
+            fired_at = now
+    assert "held back: moves like a random walk: fake" in whys
+    later = [w for w in whys if w.startswith("held back: the rise looked like a random walk's")]
+    assert later and "it fires if it still passes every test 7m30s after that" in later[0]
+    assert not any(w.startswith("held back: not a random walk") for w in whys)
+    assert fired_at is not None
