@@ -17,6 +17,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,11 +83,14 @@ def check_download(want: Expected, size: int, digest: str) -> str | None:
     return None
 
 
-def pprof_command(names: Sequence[str], folder: pathlib.Path, *, browser: bool = True) -> list[str] | None:
-    """`go tool pprof -http` on the heap profile, compared with the baseline when the capture has one."""
+def pprof_command(
+    names: Sequence[str], folder: pathlib.Path, port: int, *, browser: bool = True
+) -> list[str] | None:
+    """`go tool pprof -http` on the heap profile, compared with the baseline when the capture has one. The port is
+    chosen by the caller: given `:0`, pprof listens on some port but prints `:0` as its address."""
     if HEAP not in names:
         return None
-    cmd = ["go", "tool", "pprof", "-http=127.0.0.1:0"]
+    cmd = ["go", "tool", "pprof", f"-http=127.0.0.1:{port}"]
     if not browser:
         cmd.append("-no_browser")
     if HEAP_BASELINE in names:
@@ -252,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
         folder, names = download(cluster, name, cache / "memorywatch" / "captures" / cluster.namespace)
-        command = pprof_command(names, folder, browser=not args.no_browser)
+        command = pprof_command(names, folder, _free_port(), browser=not args.no_browser)
         if command is None:
             raise CaptureError(f"MemoryCapture {cluster.namespace}/{name} has no {HEAP}; see {folder}")
         if shutil.which("go") is None:
@@ -263,6 +267,12 @@ def run(args: argparse.Namespace) -> int:
     except CaptureError as e:
         print(f"memorywatch: {e}", file=sys.stderr)
         return 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _list(cluster: Cluster, all_namespaces: bool, output: str) -> int:

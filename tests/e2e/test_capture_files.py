@@ -101,6 +101,15 @@ def _route_to_operator_pod(op: Operator, cluster: Cluster) -> None:
     cluster.kubectl("patch", "apiservice", APISERVICE, "--type=merge", "-p", json.dumps(patch))
 
 
+@pytest.fixture(scope="module")
+def files_api(mw_operator: Operator, cluster: Cluster) -> Operator:  # noqa: F811 - the fixture imported above
+    """The helm-installed operator with its capture-files APIService Available."""
+    _route_to_operator_pod(mw_operator, cluster)
+    wait_for(lambda: _apiservice_available(cluster), 120, f"APIService {APISERVICE} to be Available",
+             lambda: cluster.kubectl("get", "apiservice", APISERVICE, "-o", "yaml", check=False).stdout)  # fmt: skip
+    return mw_operator
+
+
 def _apiservice_available(cluster: Cluster) -> bool:
     proc = cluster.kubectl("get", "apiservice", APISERVICE, "-o",
                            "jsonpath={.status.conditions[?(@.type=='Available')].status}", check=False)  # fmt: skip
@@ -117,6 +126,48 @@ def _check_files(folder: pathlib.Path, spec: dict[str, Any]) -> None:
     assert b'"pod"' in (folder / "manifest.json").read_bytes()
 
 
+def _open_in_pprof(cluster: Cluster, kubeconfig: pathlib.Path, name: str, tmp_path: pathlib.Path) -> None:
+    import shutil
+    import time
+
+    import httpx
+
+    bindir = pathlib.Path(sys.executable).parent
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    no_go = subprocess.run([str(bindir / "kubectl-memorywatch"), "captures", "open", name], capture_output=True,
+                           text=True, timeout=180, env={**env, "PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
+    assert no_go.returncode == 1 and "Go is not installed" in no_go.stdout, no_go
+    assert (
+        "go tool pprof -http=127.0.0.1:" in no_go.stdout
+        and " -diff_base " in no_go.stdout
+        and "heap.pb.gz" in no_go.stdout
+    )
+    go = shutil.which("go")
+    assert go, "the e2e tests build Go programs, so Go is on the PATH"
+    path = f"{pathlib.Path(go).parent}:/usr/bin:/bin"
+    proc = subprocess.Popen([str(bindir / "kubectl-memorywatch"), "captures", "open", name, "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "PATH": path})  # fmt: skip
+    try:
+        deadline, lines = time.monotonic() + 120, []
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Serving web UI on " in line:
+                break
+            assert line or proc.poll() is None, "".join(lines)
+        url = line.split("Serving web UI on ", 1)[1].strip()
+        page = httpx.get(url, follow_redirects=True, timeout=30)
+        assert (
+            page.status_code == 200
+            and "main.retain" in httpx.get(url.rstrip("/") + "/ui/top", timeout=30).text
+        )
+        assert any("-diff_base" in x for x in lines), lines
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def _no_access_to_operator(cluster: Cluster, op: Operator, ns: str, *accounts: str) -> None:
     for sa in accounts:
         for verb, what in (("get", "pods"), ("get", "persistentvolumeclaims"), ("create", "pods/exec"),
@@ -127,14 +178,11 @@ def _no_access_to_operator(cluster: Cluster, op: Operator, ns: str, *accounts: s
 
 
 def test_a_capture_reader_downloads_files_from_the_pvc_and_a_stranger_cannot(
-    mw_operator: Operator,  # noqa: F811 - the fixture imported above
+    files_api: Operator,
     cluster: Cluster,
     tmp_path: pathlib.Path,
 ) -> None:
-    op = mw_operator
-    _route_to_operator_pod(op, cluster)
-    wait_for(lambda: _apiservice_available(cluster), 120, f"APIService {APISERVICE} to be Available",
-             lambda: cluster.kubectl("get", "apiservice", APISERVICE, "-o", "yaml", check=False).stdout)  # fmt: skip
+    op = files_api
     ns = new_namespace(op.core, "e2e-files")
     _deploy(op, ns, "leaky", "heap-leak", rate=1 << 20)
     _apply(op, ns, memorywatch("leaky", "leaky"))
@@ -159,6 +207,9 @@ def test_a_capture_reader_downloads_files_from_the_pvc_and_a_stranger_cannot(
     # The same bytes as in the operator's PVC.
     on_pvc = op.store / spec["storage"]["path"] / "heap.pb.gz"
     assert (tmp_path / "reader" / name / "heap.pb.gz").read_bytes() == on_pvc.read_bytes()
+
+    # `open`: without Go it says so and prints the command; with Go, pprof's web UI serves the heap diff.
+    _open_in_pprof(cluster, reader, name, tmp_path)
 
     # No Role: refused by the API server, nothing written.
     denied = _plugin(cluster, stranger, "captures", "get", name, "-o", str(tmp_path / "stranger"))
@@ -185,14 +236,13 @@ def test_a_capture_reader_downloads_files_from_the_pvc_and_a_stranger_cannot(
 
 
 def test_a_capture_reader_downloads_s3_files_through_presigned_urls(
-    mw_operator: Operator,  # noqa: F811 - the fixture imported above
+    files_api: Operator,
     cluster: Cluster,
     tmp_path: pathlib.Path,
 ) -> None:
     import boto3
 
-    op = mw_operator
-    wait_for(lambda: _apiservice_available(cluster), 120, f"APIService {APISERVICE} to be Available")
+    op = files_api
     ns = new_namespace(op.core, "e2e-files-s3")
     bucket = f"mw-files-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, aws_access_key_id=cluster.s3_access_key,

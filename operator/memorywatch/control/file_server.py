@@ -172,8 +172,8 @@ class FileServer:
                     fa.status(400, "BadRequest", "an S3 capture's files come from their presigned URLs")
                 )
             urls = await self._presign(where.namespace, place, [f["name"] for f in fa.listed_files(spec)])
-            if isinstance(urls, dict) and "kind" in urls:
-                return _json(urls)
+            if isinstance(urls, fa.BadRoute):
+                return _json(urls.body)
             body_out = fa.files_body(where.namespace, where.name, spec, urls, self.limits.presign_seconds)
             return _json(body_out, 200)
         if where.file is None:
@@ -187,39 +187,22 @@ class FileServer:
 
     async def _presign(
         self, namespace: str, place: fa.S3Files, names: list[str]
-    ) -> dict[str, str] | dict[str, Any]:
+    ) -> dict[str, str] | fa.BadRoute:
         plan = place.plan
         try:
             store = await self.make_store(parse_spec(store_spec(plan.s3)), namespace)
         except SpecError as e:
-            return fa.not_found(
-                namespace, "", f"its recorded S3 settings are not valid: {'; '.join(e.messages)}"
-            )
+            why = f"its recorded S3 settings are not valid: {'; '.join(e.messages)}"
+            return fa.BadRoute(fa.status(404, "NotFound", why))
         if plan.location not in {f"{r.rstrip('/')}/{plan.path}" for r in store_roots(store)}:
-            return fa.status(
-                404, "NotFound", f"{plan.location[:300]} is in no store the operator reaches now"
-            )
+            why = f"{plan.location[:300]} is in no store the operator reaches now"
+            return fa.BadRoute(fa.status(404, "NotFound", why))
         from memorywatch.store.s3 import S3Store
 
         s3 = store.primary if isinstance(store, FallbackStore) else store
         if not isinstance(s3, S3Store):
-            return fa.status(404, "NotFound", f"the store {store.location} cannot presign URLs")
-        s3_client = await asyncio.to_thread(s3.client)
-        bucket, key_of = s3.bucket, s3.key_of
-
-        def sign() -> dict[str, str]:
-            return {
-                n: str(
-                    s3_client.generate_presigned_url(
-                        "get_object",
-                        Params={"Bucket": bucket, "Key": key_of(plan.path, n)},
-                        ExpiresIn=self.limits.presign_seconds,
-                    )
-                )
-                for n in names
-            }
-
-        return await asyncio.to_thread(sign)
+            return fa.BadRoute(fa.status(404, "NotFound", f"the store {store.location} cannot presign URLs"))
+        return await asyncio.to_thread(s3.presign_get, plan.path, names, self.limits.presign_seconds)
 
     async def _stream(
         self, request: web.Request, where: fa.CaptureFiles, place: fa.VolumeFile

@@ -92,11 +92,11 @@ def test_a_download_must_match_size_and_digest() -> None:
 
 def test_pprof_command() -> None:
     folder = pathlib.Path("/c")
-    assert ck.pprof_command(["heap.pb.gz", "heap-baseline.pb.gz"], folder) == [
-        "go", "tool", "pprof", "-http=127.0.0.1:0", "-diff_base", "/c/heap-baseline.pb.gz", "/c/heap.pb.gz"]  # fmt: skip
-    assert ck.pprof_command(["heap.pb.gz"], folder, browser=False) == [
-        "go", "tool", "pprof", "-http=127.0.0.1:0", "-no_browser", "/c/heap.pb.gz"]  # fmt: skip
-    assert ck.pprof_command(["goroutine.txt"], folder) is None
+    assert ck.pprof_command(["heap.pb.gz", "heap-baseline.pb.gz"], folder, 8181) == [
+        "go", "tool", "pprof", "-http=127.0.0.1:8181", "-diff_base", "/c/heap-baseline.pb.gz", "/c/heap.pb.gz"]  # fmt: skip
+    assert ck.pprof_command(["heap.pb.gz"], folder, 8181, browser=False) == [
+        "go", "tool", "pprof", "-http=127.0.0.1:8181", "-no_browser", "/c/heap.pb.gz"]  # fmt: skip
+    assert ck.pprof_command(["goroutine.txt"], folder, 8181) is None
 
 
 def test_status_message() -> None:
