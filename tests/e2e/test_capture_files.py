@@ -21,8 +21,19 @@ import uuid
 from typing import Any
 
 import pytest
-from e2e_harness import Cluster
-from operator_support import GROUP, RELEASE, VERSION, dump, get_mw, memorywatch, new_namespace, wait_for
+from e2e_harness import Cluster, http_get, running_pods
+from operator_support import (
+    GROUP,
+    RELEASE,
+    REPO,
+    VERSION,
+    dump,
+    get_mw,
+    helm,
+    memorywatch,
+    new_namespace,
+    wait_for,
+)
 
 # The operator fixture (helm install of the chart with the built image) is test_operator.py's, reused as is.
 from test_operator import Operator, _apply, _deploy, _secret, mw_operator  # noqa: F401
@@ -103,7 +114,24 @@ def _route_to_operator_pod(op: Operator, cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def files_api(mw_operator: Operator, cluster: Cluster) -> Operator:  # noqa: F811 - the fixture imported above
-    """The helm-installed operator with its capture-files APIService Available."""
+    """The helm-installed operator with the chart's default `fileServer.enabled: true` (the shared fixture turns it
+    off: see test_operator.py) and its capture-files APIService Available."""
+    op = mw_operator
+    old = op.pod().metadata.name
+    helm(cluster, "upgrade", RELEASE, str(REPO / "charts" / "memorywatch"), "-n", op.namespace,
+         "--reuse-values", "--set", "fileServer.enabled=true", "--wait", "--timeout", "3m")  # fmt: skip
+
+    def new_pod_ready() -> bool:
+        pods = running_pods(op.core, op.namespace, "app.kubernetes.io/name=memorywatch")
+        if len(pods) != 1 or pods[0].metadata.name == old:
+            return False
+        try:
+            return http_get(f"http://{pods[0].status.pod_ip}:8080/readyz")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(new_pod_ready, 180, "the upgraded operator to be ready")
+    assert "--files-port" in op.pod().spec.containers[0].args
     _route_to_operator_pod(mw_operator, cluster)
     wait_for(lambda: _apiservice_available(cluster), 120, f"APIService {APISERVICE} to be Available",
              lambda: cluster.kubectl("get", "apiservice", APISERVICE, "-o", "yaml", check=False).stdout)  # fmt: skip
@@ -166,6 +194,8 @@ def _open_in_pprof(cluster: Cluster, kubeconfig: pathlib.Path, name: str, tmp_pa
     finally:
         proc.terminate()
         proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _no_access_to_operator(cluster: Cluster, op: Operator, ns: str, *accounts: str) -> None:
