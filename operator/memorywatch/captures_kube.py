@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ HEAP, HEAP_BASELINE = "heap.pb.gz", "heap-baseline.pb.gz"
 #: A file the MemoryCapture gives no size for (manifest.json) is read up to this many bytes.
 UNSIZED_MAX_BYTES = 16 << 20
 CHUNK_BYTES = 256 * 1024
+#: Retries of a download the operator refused for its concurrency bound (429).
+BUSY_RETRIES = 5
 _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 
 
@@ -98,6 +101,14 @@ def pprof_command(
     return [*cmd, str(folder / HEAP)]
 
 
+def retry_after(headers: Mapping[str, str] | None) -> float:
+    """Seconds to wait before retrying a 429: its Retry-After, between 1 and 10 s."""
+    try:
+        return min(10.0, max(1.0, float((headers or {}).get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0
+
+
 def status_message(body: bytes | str | None, fallback: str) -> str:
     """The message of a Kubernetes Status body, else `fallback`."""
     try:
@@ -159,19 +170,39 @@ class Cluster:
         return dict(got)
 
     def _files_api(self, name: str, query: list[tuple[str, str]]) -> Any:
+        """One call to the capture-files API; a 429 (the operator's download bound) is retried after its
+        Retry-After, up to `BUSY_RETRIES` times."""
+        from kubernetes.client.exceptions import ApiException
+
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return self._files_api_once(name, query)
+            except ApiException as e:
+                if e.status != 429 or attempt == BUSY_RETRIES:
+                    raise CaptureError(f"get the files of MemoryCapture {self.namespace}/{name}: "
+                                       f"{status_message(e.body, f'{e.status} {e.reason}')}") from None  # fmt: skip
+                time.sleep(retry_after(e.headers))
+        raise AssertionError("unreachable")
+
+    def _files_api_once(self, name: str, query: list[tuple[str, str]]) -> Any:
+        from urllib3.exceptions import HTTPError
+
         path = f"/apis/{FILES_GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}/{name}"
-        return self._call(
-            f"get the files of MemoryCapture {self.namespace}/{name}",
-            self.api.call_api,
-            path,
-            "GET",
-            query_params=query,
-            header_params={"Accept": "application/json, application/octet-stream"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=False,
-            _request_timeout=(10, 60),
-        )
+        try:
+            return self.api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json, application/octet-stream"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=(10, 60),
+            )
+        except HTTPError as e:
+            raise CaptureError(
+                f"get the files of {self.namespace}/{name}: the API server did not answer ({e})"
+            ) from None
 
     def file_list(self, name: str) -> dict[str, Any]:
         resp = self._files_api(name, [])
@@ -181,9 +212,13 @@ class Cluster:
             resp.release_conn()
 
     def file_chunks(self, name: str, file: str) -> Iterator[bytes]:
+        from urllib3.exceptions import HTTPError
+
         resp = self._files_api(name, [("file", file)])
         try:
             yield from resp.stream(CHUNK_BYTES)
+        except HTTPError as e:
+            raise CaptureError(f"{file}: the download broke off ({e})") from None
         finally:
             resp.release_conn()
 

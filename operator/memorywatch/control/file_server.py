@@ -124,6 +124,11 @@ class FileServer:
         except (KubeError, StoreError) as e:
             log.warning("capture files: %s %s: %s", request.method, request.path[:200], e)
             return _json(fa.status(503, "ServiceUnavailable", f"cannot serve the capture's files now: {e}"))
+        except Exception:  # a bug must cost one request, never the operator: logged, answered as a Status
+            log.exception("capture files: %s %s failed", request.method, request.path[:200])
+            return _json(
+                fa.status(500, "InternalError", "the capture-files API failed; see the operator's log")
+            )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if not fa.proxy_name_allowed(self.proxy, _peer_common_name(request)):

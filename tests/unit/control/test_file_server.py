@@ -112,6 +112,8 @@ async def served(tmp_path: pathlib.Path) -> AsyncIterator[dict[str, Any]]:
 
     async def reviewer(body: dict[str, Any]) -> dict[str, Any]:
         reviews.append(body)
+        if body["spec"]["user"] == "crash-the-reviewer-mock":  # a bug stand-in: no real input makes it raise
+            raise RuntimeError("boom")
         return {"allowed": body["spec"]["user"] == "alice", "reason": "RBAC: no rule"}
 
     server = FileServer(kube, proxy, volume_root=str(root), make_store=None,  # type: ignore[arg-type]
@@ -200,3 +202,9 @@ async def test_files_come_only_from_the_captures_folder_within_budgets(served: d
             r = await c.request(method, served["url"] + f"{BASE}/c1", headers={"X-Remote-User": "alice"})
         assert r.status_code == 405, method
     await asyncio.sleep(0)
+
+
+async def test_a_bug_costs_one_request_not_the_server(served: dict[str, Any]) -> None:
+    crashed = await _get(served, f"{BASE}/c1", user="crash-the-reviewer-mock")
+    assert crashed.status_code == 500 and crashed.json()["reason"] == "InternalError"
+    assert (await _get(served, f"{BASE}/c1")).status_code == 200

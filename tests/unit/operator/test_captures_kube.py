@@ -114,3 +114,11 @@ def test_the_kubectl_plugin_script_is_declared() -> None:
     scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["kubectl-memorywatch"] == scripts["memorywatch"] == "memorywatch.cli:main"
     assert (pathlib.Path(sys.executable).parent / "kubectl-memorywatch").exists()
+
+
+def test_a_busy_operator_is_retried_after_its_retry_after() -> None:
+    assert ck.retry_after({"Retry-After": "1"}) == 1.0
+    assert ck.retry_after({"Retry-After": "3"}) == 3.0
+    assert ck.retry_after({"Retry-After": "3600"}) == 10.0
+    assert ck.retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 1.0
+    assert ck.retry_after(None) == 1.0
