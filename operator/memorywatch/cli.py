@@ -186,7 +186,8 @@ def _captures(args: argparse.Namespace) -> int:
                 f"captures {args.captures_command}: give CAPTURE (a MemoryCapture) or STORE CAPTURE"
             )
         args.store, args.capture = args.names
-        args.dest = args.output_dir or args.dest
+        if args.captures_command == "get":
+            args.dest = args.output_dir or args.dest
     from memorywatch import captures_cli
 
     return captures_cli.run(args)

@@ -47,6 +47,10 @@ def test_old_store_commands_still_read_a_directory(
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert main(["captures", "list", str(tmp_path / "store")]) == 0
     assert "ns/w/pod/20261201T100000Z-heap" in capsys.readouterr().out
+    assert main(["captures", "show", str(tmp_path / "store"), "pod"]) == 0
+    assert "summary: s" in capsys.readouterr().out
+    assert main(["captures", "show", str(tmp_path / "store"), "pod", "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pod"] == "pod"
     assert main(["captures", "get", str(tmp_path / "store"), "pod", "--dest", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "ns_w_pod_20261201T100000Z-heap" / "heap.pb.gz").read_bytes() == b"x"
 
