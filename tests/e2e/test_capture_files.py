@@ -257,6 +257,32 @@ def test_a_capture_reader_downloads_files_from_the_pvc_and_a_stranger_cannot(
     half = _plugin(cluster, only_objects, "captures", "get", name, "-o", str(tmp_path / "half"))
     assert half.returncode == 1 and "files.memorywatch.io" in half.stderr, half.stderr
 
+    # The other way round: the API server lets the request through, the operator's SubjectAccessReview on the
+    # MemoryCapture itself refuses it (its own Status, naming the group memorywatch.io).
+    files_only = _service_account(op, cluster, ns, "files-only", tmp_path / "fo.kubeconfig", reader=False)
+    cluster.kubectl("-n", ns, "create", "role", "files-only", "--verb=get",
+                    "--resource=memorycaptures.files.memorywatch.io")  # fmt: skip
+    cluster.kubectl("-n", ns, "create", "rolebinding", "files-only", "--role=files-only",
+                    f"--serviceaccount={ns}:files-only")  # fmt: skip
+    raw = f"/apis/files.memorywatch.io/v1alpha1/namespaces/{ns}/memorycaptures/{name}"
+    refused = subprocess.run([str(cluster.kubectl_path), f"--kubeconfig={files_only}", "get", "--raw",
+                              f"{raw}?file=heap.pb.gz"], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert refused.returncode != 0 and not refused.stdout, refused
+    user = f"system:serviceaccount:{ns}:files-only"
+    assert (
+        f'User "{user}" cannot get resource "memorycaptures" in API group "memorywatch.io"' in refused.stderr
+    )
+    assert "files.memorywatch.io" not in refused.stderr, (
+        refused.stderr
+    )  # the operator refused, not the API server
+    listing = subprocess.run([str(cluster.kubectl_path), f"--kubeconfig={reader}", "get", "--raw", raw],
+                             capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    body = __import__("json").loads(listing)
+    assert body["kind"] == "MemoryCaptureFiles" and body["source"] == "apiserver"
+    assert {f["name"]: f.get("sha256") for f in body["files"]} == {
+        f["name"]: f.get("sha256") for f in spec["files"]
+    }
+
     # A MemoryCapture of another namespace stays out of reach of this namespace's reader.
     other = new_namespace(op.core, "e2e-files-other")
     assert _plugin(cluster, reader, "captures", "get", name, "-n", other).returncode == 1
