@@ -10,6 +10,7 @@ looks complete."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +18,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -298,10 +300,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"Go is not installed (no `go` on PATH); with Go, run:\n  {' '.join(command)}")
             return 1
         print(f"running: {' '.join(command)}", flush=True)
-        return subprocess.call(command)
+        return run_until_stopped(command)
     except CaptureError as e:
         print(f"memorywatch: {e}", file=sys.stderr)
         return 1
+
+
+def run_until_stopped(command: list[str]) -> int:
+    """Run `command` in a process group of its own until it exits; Ctrl-C, SIGTERM or SIGHUP to us stop the whole
+    group (`go tool pprof` runs pprof as a child of its own, which a signal to `go` alone would leave running)."""
+    proc = subprocess.Popen(command, process_group=0)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _free_port() -> int:

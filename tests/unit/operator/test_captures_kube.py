@@ -126,3 +126,41 @@ def test_a_busy_operator_is_retried_after_its_retry_after() -> None:
     assert ck.retry_after({"Retry-After": "3600"}) == 10.0
     assert ck.retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 1.0
     assert ck.retry_after(None) == 1.0
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_stopping_open_stops_pprof_and_its_children(tmp_path: pathlib.Path, sig: str) -> None:
+    """`go tool pprof` runs pprof as its own child: stopping `open` must stop both (a real process tree here)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pidfile = tmp_path / "grandchild.pid"
+    script = (
+        "import sys; from memorywatch.captures_kube import run_until_stopped; "
+        f"sys.exit(run_until_stopped(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(30) == 130
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        try:
+            with open(f"/proc/{grandchild}/stat") as f:  # a zombie until init reaps it counts as gone
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        raise AssertionError("the grandchild outlived `open`")
