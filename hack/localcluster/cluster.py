@@ -21,12 +21,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import procs
 from .config import COMPONENTS, Config, cluster_dir, config_from_env
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 NODE_NAME = "mw-node-{i}"
 # pods on node i get <net>.i.1, <net>.i.2, ... (kwok allocates from spec.podCIDR); <net> is 127.1 by default
@@ -68,33 +72,13 @@ def ensure_pki(cfg: Config) -> None:
 
     pki = cfg.p("pki")
     if (pki / "apiserver.crt").exists() and (pki / "sa.pub").exists():
+        ensure_front_proxy_pki(cfg)  # a cluster directory from before the aggregation layer has none
         return
     log(f"creating certificates and keys in {pki}")
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     later = now + datetime.timedelta(days=3650)
-
-    def pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "memorywatch-local-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(later)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca = _new_ca("memorywatch-local-ca", now, later)
+    ca_name = ca.subject
     srv_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
@@ -122,18 +106,98 @@ def ensure_pki(cfg: Config) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_private(pki / "ca.key", pem_key(ca_key))
+    _write_private(pki / "ca.key", _pem_key(ca_key))
     _write_private(pki / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki / "apiserver.key", pem_key(srv_key))
-    _write_private(pki / "sa.key", pem_key(sa_key))
+    _write_private(pki / "apiserver.key", _pem_key(srv_key))
+    _write_private(pki / "sa.key", _pem_key(sa_key))
     _write_private(
         pki / "sa.pub",
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+    ensure_front_proxy_pki(cfg)
     # written last: its presence marks the PKI as complete
     _write_private(pki / "apiserver.crt", srv.public_bytes(serialization.Encoding.PEM))
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _new_ca(
+    common_name: str, now: datetime.datetime, later: datetime.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(later)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca_key, ca
+
+
+#: The client certificate the kube-apiserver's aggregation layer presents to extension API servers (the
+#: "front proxy"), and the only name they accept it under (`--requestheader-allowed-names`).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def ensure_front_proxy_pki(cfg: Config) -> None:
+    """The aggregation layer's own CA and client certificate (as kubeadm's front-proxy-ca), also in a cluster
+    directory created before the API server was started with the aggregation flags (CI reuses one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pki = cfg.p("pki")
+    if (pki / "front-proxy-client.crt").exists():
+        return
+    log(f"creating the front proxy's CA and client certificate in {pki}")
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    later = now + datetime.timedelta(days=3650)
+    ca_key, ca = _new_ca("memorywatch-local-front-proxy-ca", now, later)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(later)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(pki / "front-proxy-ca.key", _pem_key(ca_key))
+    _write_private(pki / "front-proxy-ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    _write_private(pki / "front-proxy-client.key", _pem_key(key))
+    # written last: its presence marks the front proxy's PKI as complete
+    _write_private(pki / "front-proxy-client.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
 def tokens(cfg: Config) -> dict[str, str]:
@@ -342,6 +406,18 @@ def component_argv(cfg: Config, name: str) -> list[str]:
             f"--service-account-key-file={p('pki', 'sa.pub')}",
             f"--service-account-signing-key-file={p('pki', 'sa.key')}",
             "--endpoint-reconciler-type=none",
+            # The aggregation layer (APIServices such as MemoryWatch's files.memorywatch.io): the front proxy's
+            # client certificate and the headers that carry the user to the extension API server. Not
+            # --enable-aggregator-routing: EndpointSlices refuse the pods' loopback addresses, so it would find no
+            # endpoint; the API server dials the Service's ClusterIP (unrouted here) or an ExternalName Service's
+            # name, which may be a pod's 127.x address (docs/local-cluster.md, "The aggregation layer").
+            f"--requestheader-client-ca-file={p('pki', 'front-proxy-ca.crt')}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p('pki', 'front-proxy-client.crt')}",
+            f"--proxy-client-key-file={p('pki', 'front-proxy-client.key')}",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",

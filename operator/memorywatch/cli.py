@@ -117,19 +117,34 @@ def _build_parser() -> argparse.ArgumentParser:
             "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"]
         )
 
-    c = sub.add_parser("captures", help="browse a capture store")
+    c = sub.add_parser(
+        "captures",
+        help="browse captures: a cluster's MemoryCaptures (default), or a capture directory / s3:// store",
+    )
     csub = c.add_subparsers(dest="captures_command", required=True)
-    lst = csub.add_parser("list", help="list complete captures")
-    lst.add_argument("store", metavar="STORE", help="a capture directory, or s3://bucket/prefix")
+    lst = csub.add_parser("list", help="list MemoryCaptures (or the captures in STORE)")
+    lst.add_argument("store", metavar="STORE", nargs="?", help="a capture directory, or s3://bucket/prefix")
     lst.add_argument("--output", default="text", choices=["text", "json"])
+    lst.add_argument("-A", "--all-namespaces", action="store_true", help="MemoryCaptures of every namespace")
     show = csub.add_parser("show", help="print a capture's summary and top growth")
-    show.add_argument("store", metavar="STORE")
-    show.add_argument("capture", metavar="CAPTURE", help="its path, or a unique part of it")
+    show.add_argument("names", nargs="+", metavar="[STORE] CAPTURE",
+                      help="a MemoryCapture's name, or STORE and the capture's path (or a unique part of it)")  # fmt: skip
     show.add_argument("--output", default="text", choices=["text", "json"])
-    get = csub.add_parser("get", help="copy a capture's files into a local directory")
-    get.add_argument("store", metavar="STORE")
-    get.add_argument("capture", metavar="CAPTURE")
+    get = csub.add_parser("get", help="download a capture's files, each checked against its sha256")
+    get.add_argument("names", nargs="+", metavar="[STORE] CAPTURE")
     get.add_argument("--dest", default=".", help="directory to copy into (default: current)")
+    get.add_argument("-o", "--output-dir", default=None, help="the same as --dest")
+    opn = csub.add_parser(
+        "open", help="download a MemoryCapture and open its heap diff in `go tool pprof -http`"
+    )
+    opn.add_argument("names", nargs=1, metavar="CAPTURE")
+    opn.add_argument("--no-browser", action="store_true", help="serve the pprof UI without opening a browser")
+    for cmd in (lst, show, get, opn):
+        cmd.add_argument("-n", "--namespace", default=None, help="the namespace (default: the context's)")
+        cmd.add_argument("--context", default=None, help="the kubeconfig context to use")
+        cmd.add_argument(
+            "--kubeconfig", default=None, help="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+        )
     for reader in (w, lst, show, get):
         reader.add_argument(
             "--s3-endpoint",
@@ -154,12 +169,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             from memorywatch import operator_main
 
             return operator_main.run(args)
-        from memorywatch import captures_cli
-
-        return captures_cli.run(args)
+        return _captures(args)
     except UsageError as e:
         print(f"memorywatch: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _captures(args: argparse.Namespace) -> int:
+    from memorywatch import captures_kube
+
+    if captures_kube.kube_mode(args):
+        return captures_kube.run(args)
+    if args.captures_command != "list":
+        if len(args.names) != 2:
+            raise UsageError(
+                f"captures {args.captures_command}: give CAPTURE (a MemoryCapture) or STORE CAPTURE"
+            )
+        args.store, args.capture = args.names
+        if args.captures_command == "get":
+            args.dest = args.output_dir or args.dest
+    from memorywatch import captures_cli
+
+    return captures_cli.run(args)
 
 
 def _watch(args: argparse.Namespace) -> int:

@@ -96,6 +96,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-s3-region", default=None)
     p.add_argument("--default-s3-force-path-style", action="store_true")
     p.add_argument(
+        "--files-port",
+        type=int,
+        default=0,
+        help="serve the capture-files API (files.memorywatch.io, behind the kube-apiserver) here (0: off)",
+    )
+    p.add_argument("--files-tls-cert", default="/etc/memorywatch/files-tls/tls.crt")
+    p.add_argument("--files-tls-key", default="/etc/memorywatch/files-tls/tls.key")
+    p.add_argument(
         "--peering", default=None, help="kopf peering name for several replicas (HA); default standalone"
     )
     add_shard_arguments(p)
@@ -251,6 +259,12 @@ async def _main(
             await asyncio.sleep(15)
 
     prober = asyncio.create_task(probe_api())
+    if args.files_port:
+        from memorywatch.control.file_server import start_file_server
+
+        files_runner = await start_file_server(args, kube, default_store.root, make_store)
+        if files_runner is not None:
+            runners.append(files_runner)
     process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
     process_tasks.spawn("event-loop-lag", measure_lag)
     process_tasks.spawn("store-volume", lambda: _measure_volume(args.store))

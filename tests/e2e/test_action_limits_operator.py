@@ -96,6 +96,7 @@ actions:
 # Any endpoint host is allowed, so the address check is what refuses (the allow-list has its unit tests).
 store: {persistence: {enabled: false}, s3Policy: {allowedEndpoints: ["*"]}}
 logging: {format: text, level: info}
+fileServer: {enabled: false}  # unreachable here (docs/local-cluster.md, "The aggregation layer")
 extraEnv:
   - name: POD_IP
     valueFrom: {fieldRef: {fieldPath: status.podIP}}

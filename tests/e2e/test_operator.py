@@ -91,6 +91,10 @@ rbac: {scope: cluster}
 store: {s3Policy: {allowedEndpoints: ["127.0.0.1:*"], allowedCIDRs: ["127.0.0.0/8"]}}
 actions: {evict: {enabled: true}, restart: {enabled: true}, scale: {enabled: true}, minReplicas: 1}
 logging: {format: text, level: info}
+# The capture-files APIService: the local control plane cannot reach a Service (docs/local-cluster.md, "The
+# aggregation layer"), and an APIService that stays unavailable holds up namespace deletion (discovery fails);
+# test_capture_files.py turns it on and points it at the pod.
+fileServer: {enabled: false}
 extraEnv:
   - name: POD_IP
     valueFrom: {fieldRef: {fieldPath: status.podIP}}

@@ -146,6 +146,12 @@ def test_base_install_refuses_what_needs_an_extra(base_install: pathlib.Path, tm
     assert not (tmp_path / "s3:").exists()
     listing = run([str(base_install), "captures", "list", "s3://bucket/x"], timeout=CLI_TIMEOUT_SECONDS)
     assert listing.returncode == 1 and "pip install 'memorywatch[s3]'" in listing.stderr, listing.stderr
+    # A cluster's captures need the kubernetes client: `kubectl memorywatch` (the same program) says which extra.
+    plugin = base_install.parent / "kubectl-memorywatch"
+    assert plugin.exists(), "the kubectl plugin script is installed with the base package"
+    cluster = run([str(plugin), "captures", "list", "-n", "shop"], timeout=CLI_TIMEOUT_SECONDS)
+    assert cluster.returncode == 1 and "pip install 'memorywatch[kube]'" in cluster.stderr, cluster.stderr
+    assert "Traceback" not in cluster.stderr
     operator = run([str(base_install), "run", "--namespace", "x"], timeout=CLI_TIMEOUT_SECONDS)
     assert operator.returncode == 2, operator.stderr
     assert "pip install 'memorywatch[operator]'" in operator.stderr and "Traceback" not in operator.stderr

@@ -193,6 +193,25 @@ class S3Store:
                     ) from e
             return self._client
 
+    def presign_get(self, path: str, names: list[str], expires_seconds: int) -> dict[str, str]:
+        """Presigned GET URLs (SigV4, which every S3 server takes; botocore's default for presigning is not) for
+        files of the capture at `path`, valid `expires_seconds`. Signing is local: no request is made."""
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=self._access_key_id,
+                aws_secret_access_key=self._secret_access_key,
+                region_name=self.region,
+            )
+            signer = session.client("s3", endpoint_url=self.endpoint_url,
+                                    config=self._config.merge(Config(signature_version="s3v4")))  # fmt: skip
+            return {
+                n: str(signer.generate_presigned_url("get_object", ExpiresIn=expires_seconds,
+                                                     Params={"Bucket": self.bucket, "Key": self.key_of(path, n)}))
+                for n in names
+            }  # fmt: skip
+        except (BotoCoreError, ValueError) as e:
+            raise StoreUnavailable(f"cannot presign URLs for {self.location}: {self._scrub(e)}") from e
+
     def _scrub(self, e: BaseException | str) -> str:
         text = str(e)
         if self._secret_access_key:

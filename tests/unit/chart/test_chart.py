@@ -107,7 +107,7 @@ def test_default_install_runs_one_hardened_operator_for_all_namespaces(render: R
     assert not any(a.startswith("--default-s3") for a in c["args"])
 
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090}
+    assert ports == {"health": 8080, "metrics": 9090, "files": 8443}  # files: the capture-files API
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["resources"]["requests"]["memory"] and c["resources"]["requests"]["cpu"]
@@ -117,9 +117,15 @@ def test_default_install_runs_one_hardened_operator_for_all_namespaces(render: R
     pvc = only(docs, "PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert only(docs, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
-    for absent in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Role", "RoleBinding"):
+    services = {d["metadata"]["name"]: d for d in find(docs, "Service")}
+    assert services["mw-memorywatch-metrics"]["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert services["mw-memorywatch-files"]["spec"]["ports"][0]["targetPort"] == "files"
+    for absent in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Role"):
         assert not find(docs, absent), absent
+    # The one RoleBinding: the capture-files API reads the front proxy's CA in kube-system (test_chart_fileserver).
+    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in find(docs, "RoleBinding")] == [
+        ("kube-system", "extension-apiserver-authentication-reader")
+    ]
 
 
 def test_default_rbac_is_cluster_wide_and_least_privilege(render: Render) -> None:
@@ -141,7 +147,7 @@ def test_default_rbac_is_cluster_wide_and_least_privilege(render: Render) -> Non
     # Pods are only ever read; Secrets not even that (a namespace grants them by consent: test_chart_guardrails).
     assert {verb for _, res, verb in granted if res == "pods"} == {"get", "list", "watch"}
     assert not {verb for _, res, verb in granted if res == "secrets"}
-    binding = only(docs, "ClusterRoleBinding")
+    binding = only(docs, "ClusterRoleBinding", "mw-memorywatch")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mw-memorywatch", "namespace": "memorywatch-system"}
     ]
@@ -171,7 +177,7 @@ def test_namespaces_scope_grants_workload_access_only_in_the_watched_namespaces(
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["pay", "shop"]
     for role in roles:
         assert grants(role["rules"]) >= BASE_GRANTS
-    bindings = find(docs, "RoleBinding")
+    bindings = [b for b in find(docs, "RoleBinding") if b["metadata"]["namespace"] != "kube-system"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["pay", "shop"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -344,7 +350,7 @@ def test_capture_viewer_aggregates_read_only_access_to_view(render: Render) -> N
         ("memorywatch.io", r, v)
         for r in ("memorycaptures", "memorycaptures/status")
         for v in ("get", "list", "watch")
-    }
+    } | {("files.memorywatch.io", "memorycaptures", "get")}  # their files, through the capture-files API
     assert not find(
         render({"rbac": {"aggregateClusterRoles": False}}), "ClusterRole", "memorywatch-capture-viewer"
     )
