@@ -120,6 +120,30 @@ def status_message(body: bytes | str | None, fallback: str) -> str:
     return str(parsed.get("message") or fallback) if isinstance(parsed, dict) else fallback
 
 
+def files_api_problem(status: int, body: bytes | str | None, fallback: str) -> str:
+    """What a failed call to the capture-files API means. The API server itself answers 404 with a plain page when
+    no APIService serves the group (the chart's `fileServer.enabled` is off), and 503 when the operator behind it
+    does not answer; the operator's own answers are Status objects with a message."""
+    try:
+        parsed = json.loads(body or b"")
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("kind") == "Status" and parsed.get("message"):
+        return str(parsed["message"])
+    if status == 404:
+        return (
+            f"this cluster does not serve the capture-files API ({FILES_GROUP}/{VERSION}): the MemoryWatch "
+            "chart's fileServer.enabled is off. Ask the platform team to turn it on (docs/review.md); "
+            "`captures show NAME` still says where the files are"
+        )
+    if status == 503:
+        return (
+            f"the capture-files API ({FILES_GROUP}/{VERSION}) is installed but the operator behind it does not "
+            "answer (its APIService is unavailable); try again later or ask the platform team"
+        )
+    return status_message(body, fallback)
+
+
 # ------------------------------------------------------------------------------------------------ the cluster
 
 
@@ -182,7 +206,7 @@ class Cluster:
             except ApiException as e:
                 if e.status != 429 or attempt == BUSY_RETRIES:
                     raise CaptureError(f"get the files of MemoryCapture {self.namespace}/{name}: "
-                                       f"{status_message(e.body, f'{e.status} {e.reason}')}") from None  # fmt: skip
+                                       f"{files_api_problem(e.status, e.body, f'{e.status} {e.reason}')}") from None  # fmt: skip
                 time.sleep(retry_after(e.headers))
         raise AssertionError("unreachable")
 

@@ -114,8 +114,8 @@ def _route_to_operator_pod(op: Operator, cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def files_api(mw_operator: Operator, cluster: Cluster) -> Operator:  # noqa: F811 - the fixture imported above
-    """The helm-installed operator with the chart's default `fileServer.enabled: true` (the shared fixture turns it
-    off: see test_operator.py) and its capture-files APIService Available."""
+    """The helm-installed operator with `fileServer.enabled: true` (off by default and in the shared fixture: see
+    test_operator.py) and its capture-files APIService Available."""
     op = mw_operator
     old = op.pod().metadata.name
     helm(cluster, "upgrade", RELEASE, str(REPO / "charts" / "memorywatch"), "-n", op.namespace,

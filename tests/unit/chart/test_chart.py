@@ -107,7 +107,7 @@ def test_default_install_runs_one_hardened_operator_for_all_namespaces(render: R
     assert not any(a.startswith("--default-s3") for a in c["args"])
 
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090, "files": 8443}  # files: the capture-files API
+    assert ports == {"health": 8080, "metrics": 9090}  # the capture-files API is off by default (fileServer)
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["resources"]["requests"]["memory"] and c["resources"]["requests"]["cpu"]
@@ -117,15 +117,16 @@ def test_default_install_runs_one_hardened_operator_for_all_namespaces(render: R
     pvc = only(docs, "PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    services = {d["metadata"]["name"]: d for d in find(docs, "Service")}
-    assert services["mw-memorywatch-metrics"]["spec"]["ports"][0]["targetPort"] == "metrics"
-    assert services["mw-memorywatch-files"]["spec"]["ports"][0]["targetPort"] == "files"
-    for absent in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Role"):
+    assert only(docs, "Service")["spec"]["ports"][0]["targetPort"] == "metrics"
+    for absent in (
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "Role",
+        "RoleBinding",
+        "APIService",
+    ):
         assert not find(docs, absent), absent
-    # The one RoleBinding: the capture-files API reads the front proxy's CA in kube-system (test_chart_fileserver).
-    assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in find(docs, "RoleBinding")] == [
-        ("kube-system", "extension-apiserver-authentication-reader")
-    ]
 
 
 def test_default_rbac_is_cluster_wide_and_least_privilege(render: Render) -> None:

@@ -1,6 +1,6 @@
 """The chart's capture-files API (fileServer): the APIService with the chart's own CA, its Service and TLS Secret,
 the standard delegation bindings, the operator's flags, port and mount, the viewer role's second group, the
-NetworkPolicy's port, and `fileServer.enabled: false` leaving all of it out."""
+NetworkPolicy's port, and all of it left out by default (`fileServer.enabled: false`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from chart_helpers import container, find, only
 
 Render = Callable[..., list[dict[str, Any]]]
 
 
+ON = {"fileServer": {"enabled": True}}
+
+
 def test_the_apiservice_points_at_the_operator_with_the_charts_ca(render: Render) -> None:
-    docs = render()
+    docs = render(ON)
     api = only(docs, "APIService")
     assert api["metadata"]["name"] == "v1alpha1.files.memorywatch.io"
     spec = api["spec"]
@@ -40,7 +44,7 @@ def test_the_apiservice_points_at_the_operator_with_the_charts_ca(render: Render
 
 
 def test_the_operator_serves_it_with_delegated_auth(render: Render) -> None:
-    docs = render()
+    docs = render(ON)
     c = container(docs)
     i = c["args"].index("--files-port")
     assert c["args"][i + 1] == "8443"
@@ -73,13 +77,14 @@ def test_capture_viewers_may_get_the_files(render: Render) -> None:
 
 
 def test_network_policy_admits_the_api_server(render: Render) -> None:
-    policy = only(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    policy = only(render(ON | {"networkPolicy": {"enabled": True}}), "NetworkPolicy")
     ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
     assert "files" in ports
 
 
-def test_disabled_leaves_it_all_out(render: Render) -> None:
-    docs = render({"fileServer": {"enabled": False}, "networkPolicy": {"enabled": True}})
+@pytest.mark.parametrize("values", [{}, {"fileServer": {"enabled": False}}], ids=["default", "disabled"])
+def test_off_by_default_and_disabled_leaves_it_all_out(render: Render, values: dict[str, Any]) -> None:
+    docs = render(values | {"networkPolicy": {"enabled": True}})
     assert not find(docs, "APIService") and not find(docs, "RoleBinding")
     assert not find(docs, "Secret", "mw-memorywatch-files-tls") and not find(
         docs, "Service", "mw-memorywatch-files"

@@ -111,6 +111,18 @@ def test_status_message() -> None:
     assert ck.status_message("[1]", "x") == "x"
 
 
+def test_files_api_problems_say_what_to_do() -> None:
+    # the operator's own answers are Status objects: their message is the explanation
+    status = b'{"kind":"Status","message":"MemoryCapture shop/x lists no file named y"}'
+    assert ck.files_api_problem(404, status, "404 Not Found") == "MemoryCapture shop/x lists no file named y"
+    # the API server's plain 404: no APIService serves the group
+    off = ck.files_api_problem(404, b"404 page not found", "404 Not Found")
+    assert "fileServer.enabled is off" in off and "files.memorywatch.io/v1alpha1" in off
+    # an APIService whose operator does not answer
+    assert "does not answer" in ck.files_api_problem(503, b"service unavailable", "503")
+    assert ck.files_api_problem(502, None, "502 Bad Gateway") == "502 Bad Gateway"
+
+
 def test_the_kubectl_plugin_script_is_declared() -> None:
     import tomllib
 
