@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from e2e_harness import CACHE, Cluster, exists, wait_until
+from e2e_harness import CACHE, Cluster, exists, http_get, running_pods, wait_until
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "memorywatch.io", "v1alpha1", "memorywatches"
@@ -38,6 +38,47 @@ def helm(cluster: Cluster, *args: str, timeout: float = 300) -> str:
     )
     assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stderr}\n{proc.stdout}"
     return proc.stdout
+
+
+def upgrade_operator(cluster: Cluster, core: Any, namespace: str, *values: str) -> None:
+    """`helm upgrade --reuse-values` of the release with `values` (`--set` style), then wait until the replacement
+    operator pod is ready."""
+    selector = "app.kubernetes.io/name=memorywatch"
+    old = {p.metadata.name for p in running_pods(core, namespace, selector)}
+    sets = [arg for v in values for arg in ("--set", v)]
+    helm(cluster, "upgrade", RELEASE, str(REPO / "charts" / "memorywatch"), "-n", namespace, "--reuse-values",
+         *sets, "--wait", "--timeout", "3m")  # fmt: skip
+
+    def new_pod_ready() -> bool:
+        pods = running_pods(core, namespace, selector)
+        if len(pods) != 1 or pods[0].metadata.name in old:
+            return False
+        try:
+            return http_get(f"http://{pods[0].status.pod_ip}:8080/readyz")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(new_pod_ready, 180, "the upgraded operator to be ready")
+
+
+def token_kubeconfig(
+    cluster: Cluster, out: pathlib.Path, user: str, namespace: str, token: str
+) -> pathlib.Path:
+    """A kubeconfig at `out` for the local API server that holds only `token` (as `user`, in `namespace`)."""
+    out.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: {{server: "{cluster.info["api_server"]}", certificate-authority: "{cluster.info["ca_file"]}"}}
+users:
+- name: {user}
+  user: {{token: "{token}"}}
+contexts:
+- name: {user}
+  context: {{cluster: local, user: {user}, namespace: {namespace}}}
+current-context: {user}
+""")
+    return out
 
 
 CRD_NAMES = ("memorywatches.memorywatch.io", "memorycaptures.memorywatch.io")

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 from e2e_harness import Cluster
-from operator_support import REPO, helm
+from operator_support import REPO, helm, token_kubeconfig
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -104,17 +104,4 @@ def chart_identity(
     token: Any = core.create_namespaced_service_account_token(
         sa, namespace, {"spec": {"expirationSeconds": 3600}}
     ).status.token
-    out.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster: {{server: "{cluster.info["api_server"]}", certificate-authority: "{cluster.info["ca_file"]}"}}
-users:
-- name: {sa}
-  user: {{token: "{token}"}}
-contexts:
-- name: {sa}
-  context: {{cluster: local, user: {sa}, namespace: {namespace}}}
-current-context: {sa}
-""")
-    return out, rendered
+    return token_kubeconfig(cluster, out, sa, namespace, token), rendered

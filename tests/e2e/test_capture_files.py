@@ -21,17 +21,17 @@ import uuid
 from typing import Any
 
 import pytest
-from e2e_harness import Cluster, http_get, running_pods
+from e2e_harness import Cluster
 from operator_support import (
     GROUP,
     RELEASE,
-    REPO,
     VERSION,
     dump,
     get_mw,
-    helm,
     memorywatch,
     new_namespace,
+    token_kubeconfig,
+    upgrade_operator,
     wait_for,
 )
 
@@ -67,20 +67,7 @@ def _service_account(
     token = op.core.create_namespaced_service_account_token(
         name, ns, {"spec": {"expirationSeconds": 3600}}
     ).status.token
-    out.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster: {{server: "{cluster.info["api_server"]}", certificate-authority: "{cluster.info["ca_file"]}"}}
-users:
-- name: {name}
-  user: {{token: "{token}"}}
-contexts:
-- name: {name}
-  context: {{cluster: local, user: {name}, namespace: {ns}}}
-current-context: {name}
-""")
-    return out
+    return token_kubeconfig(cluster, out, name, ns, token)
 
 
 def _plugin(cluster: Cluster, kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -117,20 +104,7 @@ def files_api(mw_operator: Operator, cluster: Cluster) -> Operator:  # noqa: F81
     """The helm-installed operator with `fileServer.enabled: true` (off by default and in the shared fixture: see
     test_operator.py) and its capture-files APIService Available."""
     op = mw_operator
-    old = op.pod().metadata.name
-    helm(cluster, "upgrade", RELEASE, str(REPO / "charts" / "memorywatch"), "-n", op.namespace,
-         "--reuse-values", "--set", "fileServer.enabled=true", "--wait", "--timeout", "3m")  # fmt: skip
-
-    def new_pod_ready() -> bool:
-        pods = running_pods(op.core, op.namespace, "app.kubernetes.io/name=memorywatch")
-        if len(pods) != 1 or pods[0].metadata.name == old:
-            return False
-        try:
-            return http_get(f"http://{pods[0].status.pod_ip}:8080/readyz")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(new_pod_ready, 180, "the upgraded operator to be ready")
+    upgrade_operator(cluster, op.core, op.namespace, "fileServer.enabled=true")
     assert "--files-port" in op.pod().spec.containers[0].args
     _route_to_operator_pod(mw_operator, cluster)
     wait_for(lambda: _apiservice_available(cluster), 120, f"APIService {APISERVICE} to be Available",

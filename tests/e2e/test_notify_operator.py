@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_harness import http_get, running_pods
-from operator_support import RELEASE, REPO, dump, events, get_mw, helm, memorywatch, new_namespace, wait_for
+from e2e_harness import http_get
+from operator_support import dump, events, get_mw, memorywatch, new_namespace, upgrade_operator, wait_for
 
 # mw_operator is the operator fixture of test_operator.py (helm-installed chart), shared by import.
 from test_operator import Operator, _apply, _delete_memorywatches, _deploy, _secret, mw_operator  # noqa: F401
@@ -34,21 +34,9 @@ HEAP_RULE = {"name": "heap-growth", "kind": "HeapGrowth", "window": "40s", "minG
 def notifying_operator(mw_operator: Operator) -> Operator:  # noqa: F811 - the fixture imported above
     """The shared operator, allowed to post to http:// sinks on loopback (the receiver below)."""
     op = mw_operator
-    old = op.pod().metadata.name
-    helm(op.cluster, "upgrade", RELEASE, str(REPO / "charts" / "memorywatch"), "-n", op.namespace,
-         "--reuse-values", "--set", "notify.allowHTTP=true", "--set", "notify.allowedCIDRs={127.0.0.0/8}",
-         "--wait", "--timeout", "3m")  # fmt: skip
-
-    def new_pod_ready() -> bool:
-        pods = running_pods(op.core, op.namespace, "app.kubernetes.io/name=memorywatch")
-        if len(pods) != 1 or pods[0].metadata.name == old:
-            return False
-        try:
-            return http_get(f"http://{pods[0].status.pod_ip}:8080/readyz")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(new_pod_ready, 180, "the upgraded operator to be ready")
+    upgrade_operator(
+        op.cluster, op.core, op.namespace, "notify.allowHTTP=true", "notify.allowedCIDRs={127.0.0.0/8}"
+    )
     args = op.pod().spec.containers[0].args
     assert "--notify-allow-http" in args and "127.0.0.0/8" in args, args
     return op
