@@ -21,6 +21,7 @@ from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.capture_records import CaptureRecords
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
+from memorywatch.control.handover import Handover
 from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
@@ -28,6 +29,7 @@ from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
 from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
+from memorywatch.control.sharding import ShardView
 from memorywatch.control.status import (
     Condition,
     WatchFacts,
@@ -102,8 +104,13 @@ class WatchController:
         max_events: int = DEFAULT_MAX_EVENTS,
         reconcile_seconds: float = RECONCILE_SECONDS,
         notifier: Sender | None = None,
+        shard: Callable[[], ShardView] | None = None,
     ) -> None:
         self.kube = kube
+        #: With sharding on, this replica's current view (control/membership.py); None: this replica is alone.
+        self.shard = shard
+        #: With sharding on, new pods learn their capture cooldowns from the cluster first (control/handover.py).
+        self.handover = Handover(kube, namespace, uid, clock) if shard is not None else None
         self.scraper = scraper
         self.make_store = make_store
         self.namespace = namespace
@@ -255,7 +262,10 @@ class WatchController:
             await self._drop(key)
         problems: list[str] = []
         causes: set[str] = set()
+        learned = await self._learn_cooldowns(spec, [n for n in running if n not in self.pods])
         for pod in running.values():
+            if learned is not None and pod.name not in self.pods and pod.name not in learned:
+                continue  # its recent captures could not be read yet: not followed, so not captured
             res = await self._resolve(spec, pod)
             if res.transient and res.problem:
                 # The API server or the port-forward failing for a while: Degraded, and a watched target is kept.
@@ -279,6 +289,8 @@ class WatchController:
                 cooldowns = {
                     r: t for (p, r, k), t in self.cooldowns.items() if p == pod.name and k == "Capture"
                 }
+                for rule, until in (learned or {}).get(pod.name, {}).items():
+                    cooldowns[rule] = max(until, cooldowns.get(rule, 0.0))
                 watcher.add_target(
                     pod.name,
                     res.target,
@@ -303,6 +315,13 @@ class WatchController:
                 ),
             )
         )
+
+    async def _learn_cooldowns(self, spec: WatchSpec, new: list[str]) -> dict[str, dict[str, float]] | None:
+        """With sharding on: which of the `new` pods may be followed now, with the cooldowns of the captures any
+        replica took of them (one MemoryCapture list for the batch). None: sharding off, follow them all."""
+        if self.handover is None or not new:
+            return None
+        return await self.handover.learn(spec, new)
 
     async def _resolve(self, spec: WatchSpec, pod: PodInfo) -> Resolution:
         """Resolve one pod; an unexpected failure is that pod's problem (a fault), never the whole reconcile's."""
