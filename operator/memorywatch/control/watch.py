@@ -29,7 +29,9 @@ from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
 from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
+from memorywatch.control.shard_status import ShardStatus
 from memorywatch.control.sharding import ShardView
+from memorywatch.control.shards import render_share
 from memorywatch.control.status import (
     Condition,
     WatchFacts,
@@ -111,6 +113,8 @@ class WatchController:
         self.shard = shard
         #: With sharding on, new pods learn their capture cooldowns from the cluster first (control/handover.py).
         self.handover = Handover(kube, namespace, uid, clock) if shard is not None else None
+        #: With sharding on, status is this replica's share plus, from one replica, the summary (control/shards.py).
+        self.shard_status = ShardStatus(kube, namespace, name, shard, clock) if shard is not None else None
         self.scraper = scraper
         self.make_store = make_store
         self.namespace = namespace
@@ -158,7 +162,12 @@ class WatchController:
     # ---------------------------------------------------------------- lifecycle
 
     def restore(self, status: Mapping[str, Any]) -> None:
-        """Take back what a previous operator process wrote: captures, actions, cooldowns, conditions."""
+        """Take back what a previous operator process wrote: captures, actions, cooldowns, conditions. With
+        sharding on, only this replica's own share (status.shards.<member>) is its to take back."""
+        if self.shard is not None:
+            shards = status.get("shards")
+            mine = shards.get(self.shard().me) if isinstance(shards, Mapping) else None
+            status = {k: v for k, v in mine.items() if k != "conditions"} if isinstance(mine, Mapping) else {}
         self.captures = [dict(c) for c in status.get("captures") or []][:MAX_STATUS_CAPTURES]
         self.executor.log = ActionLog([dict(a) for a in status.get("lastActions") or []])
         for c in status.get("cooldowns") or []:
@@ -175,6 +184,8 @@ class WatchController:
         get_pods: Callable[[], Iterable[PodInfo]],
         stopped: Stopped,
     ) -> None:
+        if self.shard_status is not None:
+            self.shard_status.get_body = get_body
         self.supervisor.spawn("events", self._consume_events)
         metrics.register_watch(self.namespace, self.name)
         try:
@@ -310,6 +321,8 @@ class WatchController:
             WatchFacts(
                 generation,
                 targets=len(self.pods),
+                selected=len(selected),
+                running=len(running),
                 resolution=targets_resolved(
                     self.namespace, spec.selector.describe(), len(selected), len(running), problems, causes
                 ),
@@ -487,6 +500,13 @@ class WatchController:
         facts = self.current_facts()
         conditions = derive_conditions(self.conditions, facts, now)
         breaching = breaching_pods(self.cooldowns, self.pods.names(), now)
+        if self.shard_status is not None:
+            share = render_share(
+                facts, breaching=breaching, captures=self.captures, actions=self.executor.log.entries,
+                cooldowns=self.cooldowns,
+            )  # fmt: skip
+            selector = self.spec.selector.describe() if self.spec is not None else ""
+            return await self.shard_status.write(share, facts, selector, force)
         status = render_status(
             conditions,
             facts,
