@@ -15,7 +15,7 @@ from memorywatch.api.capture_object import FINALIZER as CAPTURE_FINALIZER
 from memorywatch.control.capture_files import delete_capture_files
 from memorywatch.control.release import being_deleted
 from memorywatch.control.sharding import ShardView
-from memorywatch.control.watch import ControllerFailed, WatchController
+from memorywatch.control.watch import RECONCILE_SECONDS, ControllerFailed, WatchController
 from memorywatch.k8s.client import CAPTURE_PLURAL, GROUP, PLURAL, VERSION, Kube, KubeError, NotFoundError
 from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
@@ -42,6 +42,13 @@ def shard_view(memo: Any) -> Callable[[], ShardView] | None:
     if shard is None:
         return None
     return lambda: cast(ShardView, shard.view)
+
+
+def handover_grace(memo: Any) -> float:
+    """How long a pod moving from a live replica (a join) is held back before this one follows it: that
+    replica's next membership read (a renewal period), its next reconcile, and 2 s for its status to reach us."""
+    shard = getattr(memo, "shard", None)
+    return float(shard.renew_seconds) + RECONCILE_SECONDS + 2.0 if shard is not None else 0.0
 
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,7 @@ async def watch_memorywatch(
         close_forward=close_forward,
         notifier=getattr(memo, "notifier", None),
         shard=shard_view(memo),
+        handover_grace_seconds=handover_grace(memo),
     )
     controller.restore(dict(status))
     metrics.WATCHES.inc()

@@ -16,7 +16,7 @@ is ignored."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from memorywatch.api.capture_object import LABEL_WATCH_UID
@@ -73,6 +73,32 @@ def cooldowns_for(
     return out
 
 
+def share_cooldowns(status: Mapping[str, Any], pods: Iterable[str], now: float) -> PodCooldowns:
+    """The capture cooldowns other replicas wrote ahead into their shares (status.shards.*.cooldowns) for `pods`:
+    a breach is written there before its capture starts, so this covers a capture whose MemoryCapture does not
+    exist yet. Hostile input: unreadable entries are ignored."""
+    wanted = set(pods)
+    out: PodCooldowns = {}
+    shards = status.get("shards")
+    for share in shards.values() if isinstance(shards, Mapping) else ():
+        entries = share.get("cooldowns") if isinstance(share, Mapping) else None
+        for c in entries if isinstance(entries, list) else ():
+            if not isinstance(c, Mapping) or c.get("type", "Capture") != "Capture":
+                continue
+            pod, rule, when = c.get("pod"), c.get("rule"), c.get("until")
+            until = parse_iso(when) if isinstance(when, str) else None
+            if (
+                pod in wanted
+                and isinstance(pod, str)
+                and isinstance(rule, str)
+                and until is not None
+                and until > now
+            ):
+                rules = out.setdefault(pod, {})
+                rules[rule] = max(until, rules.get(rule, until))
+    return out
+
+
 def longest_cooldown(spec: WatchSpec) -> float:
     return max(rule_cooldowns(spec).values(), default=spec.capture.cooldown_seconds)
 
@@ -80,22 +106,39 @@ def longest_cooldown(spec: WatchSpec) -> float:
 class Handover:
     """One per controller with sharding on: `learn` answers which new pods may be followed, with their cooldowns."""
 
-    def __init__(self, kube: CaptureApi, namespace: str, watch_uid: str, clock: Clock) -> None:
+    def __init__(
+        self, kube: CaptureApi, namespace: str, watch_uid: str, clock: Clock, *, grace_seconds: float = 0.0
+    ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.watch_uid = watch_uid
         self.clock = clock
+        #: How long a pod moving from a live replica is held back: that replica's next membership read and
+        #: reconcile, after which it no longer scrapes the pod (and any breach it had is in status and a capture).
+        self.grace_seconds = grace_seconds
+        #: Pods moving from a live replica, and since when they are held back.
+        self.held: dict[str, float] = {}
         #: Pods waiting for a successful read, and since when (the bound runs per pod).
         self.waiting: dict[str, float] = {}
         self.lists = 0
 
-    async def learn(self, spec: WatchSpec, pods: Sequence[str]) -> PodCooldowns:
+    async def learn(
+        self, spec: WatchSpec, pods: Sequence[str], from_live: Collection[str] = ()
+    ) -> PodCooldowns:
         """The pods of `pods` that may be followed now, each with its cooldowns (rule -> until) from the watch's
-        MemoryCaptures (one list for the whole batch). When the list fails, only the pods that have waited the
+        MemoryCaptures (one list for the whole batch). Pods in `from_live` (their previous owner is still live:
+        a join) are held back for `grace_seconds` first. When the list fails, only the pods that have waited the
         watch's longest cooldown are in the answer (with no cooldown: none from before can still run)."""
+        now = self.clock()
+        for pod in from_live:
+            self.held.setdefault(pod, now)
+        pods = [p for p in pods if p not in self.held or now - self.held[p] >= self.grace_seconds]
+        if len(self.held) > 10 * len(pods) + 1000:  # pods that went away while held
+            self.held.clear()
         if not pods:
             return {}
-        now = self.clock()
+        for pod in pods:
+            self.held.pop(pod, None)
         self.lists += 1
         try:
             objects = await self.kube.list_captures(self.namespace, f"{LABEL_WATCH_UID}={self.watch_uid}")

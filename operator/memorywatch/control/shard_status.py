@@ -48,10 +48,9 @@ class ShardStatus:
         self._last_summary: dict[str, Any] | None = None
         self._conditions: dict[str, Condition] | None = None
 
-    def own_share(self) -> Mapping[str, Any]:
-        """This replica's share as status has it (to take back after a restart in the same pod)."""
-        share = _shares(self.get_body()).get(self.view().me)
-        return share if isinstance(share, Mapping) else {}
+    def status(self) -> Mapping[str, Any]:
+        """The MemoryWatch's status as last seen."""
+        return _status(self.get_body())
 
     def is_writer(self, view: ShardView) -> bool:
         return owner(view.members, watch_key(self.namespace, self.name)) == view.me

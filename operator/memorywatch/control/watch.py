@@ -21,7 +21,7 @@ from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.capture_records import CaptureRecords
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
-from memorywatch.control.handover import Handover
+from memorywatch.control.handover import Handover, share_cooldowns
 from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
@@ -30,7 +30,7 @@ from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
 from memorywatch.control.shard_status import ShardStatus
-from memorywatch.control.sharding import ShardView
+from memorywatch.control.sharding import ShardView, owner, pod_key
 from memorywatch.control.shards import render_share
 from memorywatch.control.status import (
     Condition,
@@ -107,12 +107,18 @@ class WatchController:
         reconcile_seconds: float = RECONCILE_SECONDS,
         notifier: Sender | None = None,
         shard: Callable[[], ShardView] | None = None,
+        handover_grace_seconds: float = 0.0,
     ) -> None:
         self.kube = kube
         #: With sharding on, this replica's current view (control/membership.py); None: this replica is alone.
         self.shard = shard
         #: With sharding on, new pods learn their capture cooldowns from the cluster first (control/handover.py).
-        self.handover = Handover(kube, namespace, uid, clock) if shard is not None else None
+        self.handover = (
+            Handover(kube, namespace, uid, clock, grace_seconds=handover_grace_seconds)
+            if shard is not None
+            else None
+        )
+        self._last_view: ShardView | None = None
         #: With sharding on, status is this replica's share plus, from one replica, the summary (control/shards.py).
         self.shard_status = ShardStatus(kube, namespace, name, shard, clock) if shard is not None else None
         self.scraper = scraper
@@ -332,9 +338,29 @@ class WatchController:
     async def _learn_cooldowns(self, spec: WatchSpec, new: list[str]) -> dict[str, dict[str, float]] | None:
         """With sharding on: which of the `new` pods may be followed now, with the cooldowns of the captures any
         replica took of them (one MemoryCapture list for the batch). None: sharding off, follow them all."""
-        if self.handover is None or not new:
+        if self.handover is None or self.shard is None:
             return None
-        return await self.handover.learn(spec, new)
+        view = self.shard()
+        last, self._last_view = self._last_view, view
+        if not new:
+            return {}
+        others = view.members - {view.me}
+        moving = []
+        for name in new:
+            # Its owner before: under the last view, or before this controller started, the others' owner.
+            before = (
+                last.owner(self.namespace, name)
+                if last is not None
+                else owner(others, pod_key(self.namespace, name))
+            )
+            if before is not None and before != view.me and before in view.members:
+                moving.append(name)
+        learned = await self.handover.learn(spec, new, moving)
+        status = self.shard_status.status() if self.shard_status is not None else {}
+        for pod, rules in share_cooldowns(status, learned, self.clock()).items():
+            for rule, until in rules.items():
+                learned[pod][rule] = max(until, learned[pod].get(rule, 0.0))
+        return learned
 
     async def _resolve(self, spec: WatchSpec, pod: PodInfo) -> Resolution:
         """Resolve one pod; an unexpected failure is that pod's problem (a fault), never the whole reconcile's."""

@@ -13,7 +13,13 @@ from tests.unit.control.fakes import T0, FakeClock, FakeKube, Stop, SyntheticScr
 from tests.unit.control.harness import body, controller, until
 
 from memorywatch.api.spec import parse_spec
-from memorywatch.control.handover import Handover, cooldowns_for, latest_captures, rule_cooldowns
+from memorywatch.control.handover import (
+    Handover,
+    cooldowns_for,
+    latest_captures,
+    rule_cooldowns,
+    share_cooldowns,
+)
 from memorywatch.control.sharding import ShardView
 from memorywatch.control.status import iso
 from memorywatch.k8s import ApiUnavailable
@@ -140,6 +146,70 @@ async def test_without_sharding_pods_do_not_wait_for_the_captures(tmp_path: path
         # The MemoryCaptures cannot be listed (the periodic sweep tries), yet every pod is followed at once.
         await until(lambda: c.watcher is not None and len(c.watcher.target_keys()) == 4, "every pod followed")
         assert c.handover is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_pods_moving_from_a_live_replica_are_held_back_for_the_grace() -> None:
+    clock = FakeClock()
+    kube = ListFailingKube()
+    h = Handover(
+        kube, "ns", "mw-uid", clock, grace_seconds=10 + 1 / 3
+    )  # not exact in binary: no rounding slip
+    assert await h.learn(SPEC, ["a", "b"], from_live=["a"]) == {"b": {}}
+    clock.advance(10)
+    assert await h.learn(SPEC, ["a"]) == {}, "still held, though no longer named as moving"
+    assert kube.lists == 1, "nothing to read while every new pod is held"
+    clock.advance(0.34)
+    assert await h.learn(SPEC, ["a"]) == {"a": {}}
+
+
+def test_cooldowns_written_ahead_into_other_shares() -> None:
+    status: dict[str, Any] = {
+        "shards": {
+            "x": {"cooldowns": [
+                {"pod": "a", "rule": "r", "type": "Capture", "until": iso(T0 + 30)},
+                {"pod": "a", "rule": "s", "type": "Capture", "until": iso(T0 - 1)},
+                {"pod": "a", "rule": "t", "type": "Action", "until": iso(T0 + 30)},
+                {"pod": "b", "rule": "r", "until": iso(T0 + 60)},
+                {"pod": "a", "rule": 5, "until": iso(T0 + 60)}, "junk",
+            ]},
+            "y": {"cooldowns": [{"pod": "a", "rule": "r", "type": "Capture", "until": iso(T0 + 90)}]},
+            "z": "junk",
+        }
+    }  # fmt: skip
+    assert share_cooldowns(status, ["a"], T0) == {"a": {"r": T0 + 90}}
+    assert share_cooldowns({"shards": []}, ["a"], T0) == {}
+
+
+async def test_a_joining_replica_waits_for_the_live_owner_then_takes_its_cooldowns(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Replica a starts while b runs: a's pods were b's, so a holds them back for the grace, then follows them
+    with the cooldowns b wrote ahead into its share (a capture b took whose MemoryCapture is not there yet)."""
+    clock = FakeClock()
+    kube = ListFailingKube()
+    view = ShardView("a", frozenset({"a", "b"}))
+    mine = {p.name for p in PODS if view.owns("ns", p.name)}
+    assert mine
+    taken = sorted(mine)[0]
+    watch = body(1)
+    watch["status"] = {"shards": {"b": {"cooldowns": [{"pod": taken, "rule": "goroutines-b", "type": "Capture",
+                                                       "until": iso(T0 + 600)}]}}}  # fmt: skip
+    c = controller(
+        tmp_path, kube, clock, SyntheticScraper(clock), shard=lambda: view, handover_grace_seconds=10
+    )
+    stop = Stop()
+    task = asyncio.create_task(c.run(lambda: watch, lambda: [p for p in PODS if p.name in mine], stop))
+    try:
+        await asyncio.sleep(0.3)  # several reconciles
+        assert c.watcher is not None and not c.watcher.target_keys(), "held back during the grace"
+        clock.advance(10)
+        await until(
+            lambda: c.watcher is not None and set(c.watcher.target_keys()) == mine, "a's pods followed"
+        )
+        assert c.watcher.cooldowns(taken) == {"goroutines-b": T0 + 600}
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
