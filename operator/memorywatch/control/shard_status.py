@@ -9,7 +9,7 @@ from typing import Any
 
 from memorywatch.control.ports import StatusWriter
 from memorywatch.control.sharding import ShardView, owner
-from memorywatch.control.shards import summarize, summary_of, watch_key
+from memorywatch.control.shards import OPTIONAL_SHARE_FIELDS, summarize, summary_of, watch_key
 from memorywatch.control.status import Condition, WatchFacts, comparable
 from memorywatch.k8s import KubeError
 
@@ -57,12 +57,14 @@ class ShardStatus:
 
     async def write(self, share: dict[str, Any], own: WatchFacts, selector: str, force: bool) -> bool:
         """Write the share when it changed (or is missing from the MemoryWatch), then, as the summary writer,
-        the summary when it changed. False when a write failed."""
+        the summary when it changed. False when the share could not be written (a failed summary is only
+        logged: the share holds this replica's write-ahead cooldowns, and the summary is tried again)."""
         view = self.view()
         body = self.get_body()
         shares = _shares(body)
         if force or share != self._last_share or shares.get(view.me) is None:
-            if not await self._patch({"shards": {view.me: share}}, "share"):
+            cleared: dict[str, Any] = dict.fromkeys(OPTIONAL_SHARE_FIELDS)
+            if not await self._patch({"shards": {view.me: cleared | share}}, "share"):
                 return False
             self._last_share = share
         if not self.is_writer(view):
@@ -89,7 +91,9 @@ class ShardStatus:
         if summary.dropped:
             patch["shards"] = {m: None for m in summary.dropped}  # a merge patch's null deletes the key
         if not await self._patch(patch, "summary"):
-            return False
+            return (
+                True  # this replica's share (its write-ahead cooldowns) is written; the summary follows later
+            )
         self._conditions = summary.conditions
         self._last_summary = same
         return True

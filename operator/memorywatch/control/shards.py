@@ -45,6 +45,9 @@ SUMMARY_FIELDS = (
     "lastActions",
     "cooldowns",
 )
+#: Share fields present only when they say something: a share patch sets the absent ones to null, or the merge
+#: patch would keep an old value (a scrape error long fixed).
+OPTIONAL_SHARE_FIELDS = ("firstScrapeError", "resolution", "storeError", "storeNote", "faults", "leak")
 #: Resolution reasons that only say "this share has no pod": the summary's own counts decide those.
 _EMPTY_REASONS = frozenset({"NoPodsSelected", "NoRunningPods"})
 

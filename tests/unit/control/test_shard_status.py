@@ -12,6 +12,7 @@ from typing import Any
 from tests.unit.control.fakes import T0, FakeClock, FakeKube, Stop, SyntheticScraper, pod
 from tests.unit.control.harness import body, controller, until
 
+from memorywatch.control.shard_status import ShardStatus
 from memorywatch.control.sharding import ShardView, owner
 from memorywatch.control.shards import render_share, summarize, watch_key
 from memorywatch.control.status import ScrapeError, WatchFacts, iso
@@ -167,3 +168,20 @@ async def test_without_sharding_status_has_no_shards(tmp_path: pathlib.Path) -> 
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_cleared_scrape_error_leaves_the_share() -> None:
+    """A merge patch keeps what it does not name: the share names its absent fields as null."""
+    kube = MergingKube()
+    view = ShardView("a", frozenset({"a"}))
+    writer = ShardStatus(kube, "ns", "mw", lambda: view, FakeClock())
+    writer.get_body = lambda: kube.watch
+    failing = WatchFacts(1, targets=1, scrape_errors=(ScrapeError("shop-1", "ScrapeTimeout", "timed out"),))
+    assert await writer.write(share(1, scrape_errors=failing.scrape_errors), failing, "app=shop", False)
+    assert kube.watch["status"]["shards"]["a"]["firstScrapeError"]["pod"] == "shop-1"
+    assert kube.watch["status"]["conditions"]
+    healthy = WatchFacts(1, targets=1)
+    assert await writer.write(share(1), healthy, "app=shop", False)
+    assert "firstScrapeError" not in kube.watch["status"]["shards"]["a"]
+    scrapes = {c["type"]: c for c in kube.watch["status"]["conditions"]}["ScrapesHealthy"]
+    assert scrapes["status"] == "True"
