@@ -23,7 +23,7 @@ from memorywatch.api.capture_object import LABEL_WATCH_UID
 from memorywatch.api.spec import WatchSpec
 from memorywatch.control.ports import CaptureApi, Clock
 from memorywatch.control.status import parse_iso
-from memorywatch.k8s import KubeError
+from memorywatch.k8s import KubeError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,10 @@ class Handover:
         self.lists += 1
         try:
             objects = await self.kube.list_captures(self.namespace, f"{LABEL_WATCH_UID}={self.watch_uid}")
+        except NotFoundError:
+            # The MemoryCapture CRD is not installed (an install that applied only the MemoryWatch CRD): no capture is recorded
+            # there, so there is nothing to wait for; the cooldowns in the other replicas' shares still count.
+            objects = []
         except KubeError as e:
             bound = longest_cooldown(spec)
             ready: PodCooldowns = {}

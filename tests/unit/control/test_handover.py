@@ -22,7 +22,7 @@ from memorywatch.control.handover import (
 )
 from memorywatch.control.sharding import ShardView
 from memorywatch.control.status import iso
-from memorywatch.k8s import ApiUnavailable
+from memorywatch.k8s import ApiUnavailable, NotFoundError
 
 PODS = [pod(f"shop-{i}") for i in range(4)]
 SPEC = parse_spec(
@@ -56,12 +56,15 @@ class ListFailingKube(FakeKube):
     def __init__(self) -> None:
         super().__init__()
         self.list_fails = False
+        self.crd_missing = False
         self.lists = 0
 
     async def list_captures(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self.lists += 1
         if self.list_fails:
             raise ApiUnavailable("list MemoryCaptures: 503 Service Unavailable", 503)
+        if self.crd_missing:
+            raise NotFoundError("list MemoryCaptures: 404 Not Found", 404)
         return await super().list_captures(namespace, label_selector)
 
 
@@ -213,3 +216,10 @@ async def test_a_joining_replica_waits_for_the_live_owner_then_takes_its_cooldow
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_without_the_memorycapture_crd_there_is_nothing_to_wait_for() -> None:
+    kube = ListFailingKube()
+    kube.crd_missing = True
+    h = Handover(kube, "ns", "mw-uid", FakeClock())
+    assert await h.learn(SPEC, ["a", "b"]) == {"a": {}, "b": {}}
