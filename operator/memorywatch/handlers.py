@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -14,7 +14,8 @@ from memorywatch import metrics
 from memorywatch.api.capture_object import FINALIZER as CAPTURE_FINALIZER
 from memorywatch.control.capture_files import delete_capture_files
 from memorywatch.control.release import being_deleted
-from memorywatch.control.watch import ControllerFailed, WatchController
+from memorywatch.control.sharding import ShardView
+from memorywatch.control.watch import RECONCILE_SECONDS, ControllerFailed, WatchController
 from memorywatch.k8s.client import CAPTURE_PLURAL, GROUP, PLURAL, VERSION, Kube, KubeError, NotFoundError
 from memorywatch.k8s.portforward import close_forward, forwarded_url
 from memorywatch.targets import PodInfo, pod_info
@@ -33,6 +34,21 @@ def owned_pods(memo: Any, namespace: str, index: Mapping[str, Iterable[PodInfo]]
         return pods
     view = shard.view
     return [p for p in pods if view.owns(namespace, p.name)]
+
+
+def shard_view(memo: Any) -> Callable[[], ShardView] | None:
+    """This replica's current shard view as the controller reads it, or None with sharding off."""
+    shard = getattr(memo, "shard", None)
+    if shard is None:
+        return None
+    return lambda: cast(ShardView, shard.view)
+
+
+def handover_grace(memo: Any) -> float:
+    """How long a pod moving from a live replica (a join) is held back before this one follows it: that
+    replica's next membership read (a renewal period), its next reconcile, and 2 s for its status to reach us."""
+    shard = getattr(memo, "shard", None)
+    return float(shard.renew_seconds) + RECONCILE_SECONDS + 2.0 if shard is not None else 0.0
 
 
 log = logging.getLogger(__name__)
@@ -105,6 +121,8 @@ async def watch_memorywatch(
         forward=lambda ns, pod, port, scheme: forwarded_url(memo.kube, ns, pod, port, scheme=scheme),
         close_forward=close_forward,
         notifier=getattr(memo, "notifier", None),
+        shard=shard_view(memo),
+        handover_grace_seconds=handover_grace(memo),
     )
     controller.restore(dict(status))
     metrics.WATCHES.inc()

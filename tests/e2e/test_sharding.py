@@ -287,3 +287,118 @@ async def test_two_operator_processes_share_the_pods_and_one_takes_over(
             )
         for p in procs:
             p.stop()
+
+
+ALWAYS = [{"name": "always", "kind": "Threshold", "expression": "goroutines >= 0", "for": "0"}]
+CAPTURE_CRD_FILE = REPO / "crds" / "memorywatch.io_memorycaptures.yaml"
+
+
+async def test_a_survivor_does_not_capture_again_and_status_counts_each_pod_once(
+    cluster: Cluster, namespace: str, deploy: Any, core: Any, apps: Any, pprofserver: pathlib.Path,
+    tmp_path: pathlib.Path,
+) -> None:  # fmt: skip
+    """Two real `memorywatch run` processes with sharding on, a rule that fires on every sample and a 10 min
+    capture cooldown: each pod is captured once, by its owner. While both run, the MemoryWatch's summary counts
+    every pod once and each process has its share. One is killed (SIGKILL) after its captures: the survivor
+    takes its pods over and, having read their MemoryCaptures first, captures none of them again; the summary
+    then holds the survivor's share only."""
+    for crd in (CRD_FILE, CAPTURE_CRD_FILE):
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=memorywatch-tests",
+                        "-f", str(crd))  # fmt: skip
+    for crd in ("memorywatches", "memorycaptures"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.memorywatch.io", "--timeout=60s")
+    deploy("leaky", pprofserver, replicas=4)
+    names = set(settled_pods(core, namespace, "leaky", 4, apps))
+    custom = client.CustomObjectsApi(cluster.api_client())
+    body = {"apiVersion": "memorywatch.io/v1alpha1", "kind": "MemoryWatch", "metadata": {"name": "leaky"},
+            "spec": {"selector": {"matchLabels": {"app": "leaky"}}, "endpoint": {"port": 6060, "metricsPath": ""},
+                     "interval": "1s", "rules": ALWAYS,
+                     "capture": {"cooldown": "10m", "profiles": ["heap"]}}}  # fmt: skip
+    custom.create_namespaced_custom_object("memorywatch.io", "v1alpha1", namespace, "memorywatches", body)
+    pair = next(
+        (f"replica-{x}", f"replica-{y}")
+        for x, y in ("ab", "cd", "ef", "gh", "ij", "kl", "mn")
+        if len({owner([f"replica-{x}", f"replica-{y}"], pod_key(namespace, n)) for n in names}) == 2
+    )
+    sharding = ("--shard-members-lease-duration", str(PROCESS_LEASE_SECONDS), "--shard-group", "e2e")
+    procs = [OperatorProcess(cluster, namespace, i, tmp_path, extra=sharding) for i in pair]
+    a, b = procs
+    mine = {p.identity: {n for n in names if owner(pair, pod_key(namespace, n)) == p.identity} for p in procs}
+
+    def captures() -> collections.Counter[str]:
+        listed = custom.list_namespaced_custom_object(
+            "memorywatch.io", "v1alpha1", namespace, "memorycaptures"
+        )
+        return collections.Counter(str(c["spec"]["pod"]) for c in listed["items"])
+
+    def status() -> dict[str, Any]:
+        mw = custom.get_namespaced_custom_object(
+            "memorywatch.io", "v1alpha1", namespace, "memorywatches", "leaky"
+        )
+        return dict(mw.get("status") or {})
+
+    try:
+        await _test_survivor(a, b, names, mine, captures, status, pair)
+    except AssertionError as e:
+        follows = {
+            p.identity: p.metric("memorywatch_targets") if p.proc.poll() is None else None for p in procs
+        }
+        raise AssertionError(f"{e}\nfollowed: {follows}\ncaptures: {captures()}\nstatus: {status()}") from e
+    finally:
+        for p in procs:  # first, so that no finalizer is added back
+            p.stop()
+        with contextlib.suppress(
+            client.ApiException
+        ):  # the MemoryCaptures carry the operator's finalizer too
+            for c in custom.list_namespaced_custom_object(
+                "memorywatch.io", "v1alpha1", namespace, "memorycaptures"
+            )["items"]:
+                custom.patch_namespaced_custom_object("memorywatch.io", "v1alpha1", namespace, "memorycaptures",
+                                                      c["metadata"]["name"], {"metadata": {"finalizers": None}})  # fmt: skip
+        with contextlib.suppress(client.ApiException):
+            custom.patch_namespaced_custom_object("memorywatch.io", "v1alpha1", namespace, "memorywatches",
+                                                  "leaky", {"metadata": {"finalizers": None}})  # fmt: skip
+            custom.delete_namespaced_custom_object(
+                "memorywatch.io", "v1alpha1", namespace, "memorywatches", "leaky"
+            )
+
+
+async def _test_survivor(
+    a: OperatorProcess, b: OperatorProcess, names: set[str], mine: dict[str, set[str]],
+    captures: Callable[[], collections.Counter[str]], status: Callable[[], dict[str, Any]], pair: tuple[str, str],
+) -> None:  # fmt: skip
+    await until_true(lambda: set(captures()) == names, 180, "every pod to be captured")
+    assert all(n == 1 for n in captures().values()), captures()
+
+    def consistent() -> bool:
+        s = status()
+        shards = s.get("shards") or {}
+        return (
+            set(shards) == set(pair)
+            and {m: shards[m].get("targets") for m in pair} == {m: len(mine[m]) for m in pair}
+            and s.get("targets") == len(names)
+            and {c.get("pod") for c in s.get("captures") or []} == names
+        )
+
+    await until_true(consistent, 60, f"the summary to count {sorted(names)} once, with both shares")
+    for _ in range(5):  # and it stays so while both run (each writes only its own share)
+        await asyncio.sleep(1)
+        assert consistent(), status()
+
+    before = captures()
+    b.stop(signal.SIGKILL)
+    took = await until_true(
+        lambda: a.metric("memorywatch_targets") == len(names), TAKEOVER_BOUND + 10, "a to follow every pod"
+    )
+    print(
+        f"{b.identity}'s pods {sorted(mine[b.identity])} followed by {a.identity} {took:.1f} s after the kill"
+    )
+    await asyncio.sleep(10)  # ten samples of each taken-over pod, the rule firing on every one
+    assert captures() == before, f"a pod was captured again within its cooldown: {before} -> {captures()}"
+    a.alive()
+
+    def alone() -> bool:
+        s = status()
+        return set(s.get("shards") or {}) == {a.identity} and s.get("targets") == len(names)
+
+    await until_true(alone, 30, f"the summary to hold {a.identity}'s share only")

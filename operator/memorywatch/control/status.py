@@ -101,6 +101,11 @@ class WatchFacts:
     #: TargetsResolved as (status, reason, message); None leaves it as it was.
     resolution: tuple[str, str, str] | None = None
     scrape_errors: tuple[ScrapeError, ...] = ()
+    #: Targets failing, when `scrape_errors` holds only some of them (a sharded summary); None: all of them.
+    failing: int | None = None
+    #: Pods the selector matches, and of those the ones running with an IP (TargetsResolved).
+    selected: int = 0
+    running: int = 0
     store_error: str | None = None
     #: The StoreAvailable=False reason with store_error (CaptureQuotaExceeded for a quota, else StoreUnavailable).
     store_reason: str = "StoreUnavailable"
@@ -127,9 +132,10 @@ def derive_conditions(
         set_condition(c, "TargetsResolved", *facts.resolution, g, now)
     if not facts.targets:
         set_condition(c, "ScrapesHealthy", "Unknown", "NoTargets", "no target to scrape", g, now)
-    elif facts.scrape_errors:
-        first = sorted(facts.scrape_errors, key=lambda e: e.pod)[0]
-        message = f"{len(facts.scrape_errors)}/{facts.targets} failing; {first.pod}: {first.error}"
+    elif facts.scrape_errors or facts.failing:
+        failing = len(facts.scrape_errors) if facts.failing is None else facts.failing
+        first = min(facts.scrape_errors, key=lambda e: e.pod, default=ScrapeError("?", "ScrapeFailed", "?"))
+        message = f"{failing}/{facts.targets} failing; {first.pod}: {first.error}"
         set_condition(c, "ScrapesHealthy", "False", first.reason or "ScrapeFailed", message, g, now)
     else:
         message = f"{facts.targets} target(s) answering"

@@ -21,6 +21,7 @@ from memorywatch.control.acting import ActionExecutor, ActionLog, Cooldowns
 from memorywatch.control.capture_records import CaptureRecords
 from memorywatch.control.events import EventHandler
 from memorywatch.control.faults import Fault, FaultBook
+from memorywatch.control.handover import Handover, share_cooldowns
 from memorywatch.control.notifying import Sender, WatchNotifications
 from memorywatch.control.ports import ForwardCloser, Forwarder, KubeApi, Sleep
 from memorywatch.control.posting import EventPoster, FaultReporter
@@ -28,6 +29,9 @@ from memorywatch.control.queue import DEFAULT_MAX_EVENTS, EventQueue
 from memorywatch.control.release import being_deleted, forget_events
 from memorywatch.control.resolve import Resolution, TargetResolver
 from memorywatch.control.secrets import SecretCache
+from memorywatch.control.shard_status import ShardStatus
+from memorywatch.control.sharding import ShardView, owner, pod_key
+from memorywatch.control.shards import render_share
 from memorywatch.control.status import (
     Condition,
     WatchFacts,
@@ -102,8 +106,21 @@ class WatchController:
         max_events: int = DEFAULT_MAX_EVENTS,
         reconcile_seconds: float = RECONCILE_SECONDS,
         notifier: Sender | None = None,
+        shard: Callable[[], ShardView] | None = None,
+        handover_grace_seconds: float = 0.0,
     ) -> None:
         self.kube = kube
+        #: With sharding on, this replica's current view (control/membership.py); None: this replica is alone.
+        self.shard = shard
+        #: With sharding on, new pods learn their capture cooldowns from the cluster first (control/handover.py).
+        self.handover = (
+            Handover(kube, namespace, uid, clock, grace_seconds=handover_grace_seconds)
+            if shard is not None
+            else None
+        )
+        self._last_view: ShardView | None = None
+        #: With sharding on, status is this replica's share plus, from one replica, the summary (control/shards.py).
+        self.shard_status = ShardStatus(kube, namespace, name, shard, clock) if shard is not None else None
         self.scraper = scraper
         self.make_store = make_store
         self.namespace = namespace
@@ -151,7 +168,12 @@ class WatchController:
     # ---------------------------------------------------------------- lifecycle
 
     def restore(self, status: Mapping[str, Any]) -> None:
-        """Take back what a previous operator process wrote: captures, actions, cooldowns, conditions."""
+        """Take back what a previous operator process wrote: captures, actions, cooldowns, conditions. With
+        sharding on, only this replica's own share (status.shards.<member>) is its to take back."""
+        if self.shard is not None:
+            shards = status.get("shards")
+            mine = shards.get(self.shard().me) if isinstance(shards, Mapping) else None
+            status = {k: v for k, v in mine.items() if k != "conditions"} if isinstance(mine, Mapping) else {}
         self.captures = [dict(c) for c in status.get("captures") or []][:MAX_STATUS_CAPTURES]
         self.executor.log = ActionLog([dict(a) for a in status.get("lastActions") or []])
         for c in status.get("cooldowns") or []:
@@ -168,6 +190,8 @@ class WatchController:
         get_pods: Callable[[], Iterable[PodInfo]],
         stopped: Stopped,
     ) -> None:
+        if self.shard_status is not None:
+            self.shard_status.get_body = get_body
         self.supervisor.spawn("events", self._consume_events)
         metrics.register_watch(self.namespace, self.name)
         try:
@@ -255,7 +279,10 @@ class WatchController:
             await self._drop(key)
         problems: list[str] = []
         causes: set[str] = set()
+        learned = await self._learn_cooldowns(spec, [n for n in running if n not in self.pods])
         for pod in running.values():
+            if learned is not None and pod.name not in self.pods and pod.name not in learned:
+                continue  # its recent captures could not be read yet: not followed, so not captured
             res = await self._resolve(spec, pod)
             if res.transient and res.problem:
                 # The API server or the port-forward failing for a while: Degraded, and a watched target is kept.
@@ -279,6 +306,8 @@ class WatchController:
                 cooldowns = {
                     r: t for (p, r, k), t in self.cooldowns.items() if p == pod.name and k == "Capture"
                 }
+                for rule, until in (learned or {}).get(pod.name, {}).items():
+                    cooldowns[rule] = max(until, cooldowns.get(rule, 0.0))
                 watcher.add_target(
                     pod.name,
                     res.target,
@@ -298,11 +327,40 @@ class WatchController:
             WatchFacts(
                 generation,
                 targets=len(self.pods),
+                selected=len(selected),
+                running=len(running),
                 resolution=targets_resolved(
                     self.namespace, spec.selector.describe(), len(selected), len(running), problems, causes
                 ),
             )
         )
+
+    async def _learn_cooldowns(self, spec: WatchSpec, new: list[str]) -> dict[str, dict[str, float]] | None:
+        """With sharding on: which of the `new` pods may be followed now, with the cooldowns of the captures any
+        replica took of them (one MemoryCapture list for the batch). None: sharding off, follow them all."""
+        if self.handover is None or self.shard is None:
+            return None
+        view = self.shard()
+        last, self._last_view = self._last_view, view
+        if not new:
+            return {}
+        others = view.members - {view.me}
+        moving = []
+        for name in new:
+            # Its owner before: under the last view, or before this controller started, the others' owner.
+            before = (
+                last.owner(self.namespace, name)
+                if last is not None
+                else owner(others, pod_key(self.namespace, name))
+            )
+            if before is not None and before != view.me and before in view.members:
+                moving.append(name)
+        learned = await self.handover.learn(spec, new, moving)
+        status = self.shard_status.status() if self.shard_status is not None else {}
+        for pod, rules in share_cooldowns(status, learned, self.clock()).items():
+            for rule, until in rules.items():
+                learned[pod][rule] = max(until, learned[pod].get(rule, 0.0))
+        return learned
 
     async def _resolve(self, spec: WatchSpec, pod: PodInfo) -> Resolution:
         """Resolve one pod; an unexpected failure is that pod's problem (a fault), never the whole reconcile's."""
@@ -468,6 +526,13 @@ class WatchController:
         facts = self.current_facts()
         conditions = derive_conditions(self.conditions, facts, now)
         breaching = breaching_pods(self.cooldowns, self.pods.names(), now)
+        if self.shard_status is not None:
+            share = render_share(
+                facts, breaching=breaching, captures=self.captures, actions=self.executor.log.entries,
+                cooldowns=self.cooldowns,
+            )  # fmt: skip
+            selector = self.spec.selector.describe() if self.spec is not None else ""
+            return await self.shard_status.write(share, facts, selector, force)
         status = render_status(
             conditions,
             facts,
