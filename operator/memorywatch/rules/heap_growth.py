@@ -31,8 +31,9 @@ NO_PROFILE_NOTE = (
 )
 NO_LIVE_HEAP_NOTE = "HeapGrowth inactive: the target reports no live-heap figure (no heap profile)"
 # Retention is judged between the oldest snapshot of the sites inside the window (one is kept every eighth of
-# a window, so at most nine) and now, at least this share of a window apart. A rise whose sites free what they allocate is held back for at most
-# FREED_HOLD_SHARE of a window: a leak through a busy, shared allocation site still fires after that.
+# a window, so at most nine) and now, at least this share of a window apart. A rise whose sites free what they
+# allocate, or whose sites cannot say (retention.UNCLEAR), is held back for at most FREED_HOLD_SHARE of a window: a
+# leak through a busy, shared allocation site still fires after that.
 MIN_RETENTION_SPAN_SHARE = 0.25
 SITES_SPACING_SHARE = 0.125
 FREED_HOLD_SHARE = 0.5
@@ -115,10 +116,12 @@ class HeapGrowth(TrendRule):
             self._freed_since = now
         held = now - self._freed_since
         if held >= FREED_HOLD_SHARE * self.window_seconds:
-            return [
-                *signals,
-                f"still rising {units.format_duration(held)} after {self._retention.phrase}",
-            ], ""
+            after = (
+                self._retention.phrase
+                if self._retention.verdict == retention.FREED
+                else f"the allocation sites could not say why it rose ({self._retention.phrase})"
+            )
+            return [*signals, f"still rising {units.format_duration(held)} after {after}"], ""
         return None, f"held back: {self._retention.phrase}"
 
     def wants(self, now: float) -> frozenset[Probe]:
