@@ -11,6 +11,7 @@ deleting a MemoryCapture of a watch capturing into S3 (versitygw) deletes exactl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import pathlib
 import uuid
@@ -22,6 +23,9 @@ from operator_support import GROUP, VERSION, dump, get_mw, memorywatch, new_name
 
 # The operator fixture (helm install of the chart with the built image) is test_operator.py's, reused as is.
 from test_operator import Operator, _apply, _deploy, _secret, mw_operator  # noqa: F401
+
+from memorywatch.api.capture_object import LABEL_WATCH_UID
+from memorywatch.k8s.client import Kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 CAPTURES = "memorycaptures"
@@ -108,8 +112,19 @@ def test_memorycaptures_follow_captures_and_their_deletion_deletes_files(
     assert not list(folder.parent.glob(f".{folder.name}*")), "nothing hidden left behind"
 
     # More captures come (cooldown 15s); deleting the MemoryWatch garbage-collects them and so their files.
-    later = wait_for(lambda: [c for c in _captures(op, ns) if c["metadata"]["name"] != name], 180,
-                       "another MemoryCapture")  # fmt: skip
+    later = wait_for(lambda: len(more := [c for c in _captures(op, ns) if c["metadata"]["name"] != name]) >= 2
+                     and more, 240, "two more MemoryCaptures")  # fmt: skip
+    # The operator's own paged read of a watch's MemoryCaptures (what a takeover and the sweep use), one
+    # object per page from the real API server's continue tokens: every capture, none twice.
+    kube = Kube(op.custom.api_client, instance="e2e")
+    selector = f"{LABEL_WATCH_UID}={mw['metadata']['uid']}"
+    paged = [o["metadata"]["name"] for o in asyncio.run(kube.list_captures(ns, selector, page_size=1))]
+    assert len(paged) == len(set(paged)) >= 2, paged
+    assert (
+        {c["metadata"]["name"] for c in later}
+        <= set(paged)
+        <= {c["metadata"]["name"] for c in _captures(op, ns)}
+    )
     folders = [_local(op, c["spec"]["storage"]["location"]) for c in later]
     assert all(f.is_dir() for f in folders)
     cluster.kubectl("-n", ns, "delete", "memorywatch", "leaky", "--wait=true", "--timeout=90s")

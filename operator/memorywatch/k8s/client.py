@@ -29,6 +29,10 @@ PLURAL = "memorywatches"
 CAPTURE_PLURAL = "memorycaptures"
 COMPONENT = "memorywatch"
 EVENT_DEDUP_SECONDS = 600.0
+# A watch's MemoryCaptures are read in pages of this size, at most this many pages (the store's quotas keep a
+# watch's captures far fewer; past the bound the read says so and judges what it got).
+CAPTURE_PAGE_SIZE = 500
+CAPTURE_MAX_PAGES = 20
 
 
 class KubeError(Exception):
@@ -185,18 +189,41 @@ class Kube:
             {"status": dict(status)},
         )
 
-    async def list_captures(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        answer = await self.call(
-            f"list MemoryCaptures in {namespace}",
-            self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            CAPTURE_PLURAL,
-            label_selector=label_selector,
-            limit=500,
-        )
-        return [dict(i) for i in answer.get("items") or []]
+    async def list_captures(
+        self,
+        namespace: str,
+        label_selector: str,
+        *,
+        page_size: int = CAPTURE_PAGE_SIZE,
+        max_pages: int = CAPTURE_MAX_PAGES,
+    ) -> list[dict[str, Any]]:
+        """Every MemoryCapture in `namespace` matching `label_selector`, page by page (a continue token that
+        expired mid-way is a KubeError like any failed read), at most `max_pages` pages."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        for _ in range(max_pages):
+            page: dict[str, Any] = {"label_selector": label_selector, "limit": page_size}
+            if token:
+                page["_continue"] = token
+            answer = await self.call(
+                f"list MemoryCaptures in {namespace}",
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                CAPTURE_PLURAL,
+                **page,
+            )
+            items.extend(dict(i) for i in answer.get("items") or [])
+            metadata = answer.get("metadata")
+            token = str(metadata.get("continue") or "") if isinstance(metadata, dict) else ""
+            if not token:
+                return items
+        log.warning(
+            "more than %d MemoryCaptures in %s match %s: only the first %d are read",
+            len(items), namespace, label_selector, len(items),
+        )  # fmt: skip
+        return items
 
     async def delete_capture(self, namespace: str, name: str) -> None:
         await self.call(

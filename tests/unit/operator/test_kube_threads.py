@@ -45,3 +45,38 @@ def test_failures_are_translated_and_the_pool_is_sized() -> None:
 
     asyncio.run(main())
     assert API_THREADS >= 8
+
+
+class FakePagedCaptures:
+    """Stands in for CustomObjectsApi's list call only (a fake collaborator): serves `total` objects in pages
+    the way the API server does, with a continue token until the last page, and records each request."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.requests: list[dict[str, object]] = []
+
+    def list_namespaced_custom_object(self, *args: object, **kwargs: object) -> dict[str, object]:
+        self.requests.append(kwargs)
+        start = int(str(kwargs.get("_continue") or 0))
+        limit = int(str(kwargs["limit"]))
+        end = min(self.total, start + limit)
+        items = [{"metadata": {"name": f"c{i}"}} for i in range(start, end)]
+        return {"items": items, "metadata": {"continue": str(end) if end < self.total else ""}}
+
+
+def test_memorycaptures_are_read_page_by_page_up_to_a_bound() -> None:
+    def read(total: int, **bounds: int) -> tuple[list[str], FakePagedCaptures]:
+        kube = Kube(k8s.ApiClient(), instance="test")
+        pages = FakePagedCaptures(total)
+        kube.custom = pages  # type: ignore[assignment]
+        found = asyncio.run(kube.list_captures("shop", "memorywatch.io/memorywatch-uid=u", **bounds))
+        return [o["metadata"]["name"] for o in found], pages
+
+    names, pages = read(7, page_size=3)
+    assert names == [f"c{i}" for i in range(7)], "every page, in order"
+    assert [r.get("_continue") for r in pages.requests] == [None, "3", "6"]
+    assert all(r["label_selector"] == "memorywatch.io/memorywatch-uid=u" for r in pages.requests)
+    names, pages = read(10, page_size=3, max_pages=2)
+    assert len(names) == 6 and len(pages.requests) == 2, "bounded: no more than max_pages requests"
+    names, _ = read(0)
+    assert names == []
