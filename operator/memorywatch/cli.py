@@ -198,6 +198,7 @@ def _watch(args: argparse.Namespace) -> int:
     from memorywatch.engine.watcher import Watcher, WatchSettings
     from memorywatch.output import JsonLines, LiveTable, PlainLines
     from memorywatch.scrape import Limits, Scraper, TargetConfig, TLSConfig
+    from memorywatch.scrape.config import redact_url
     from memorywatch.store import StoreError
     from memorywatch.workers import operator_memory_limit_bytes
 
@@ -230,6 +231,8 @@ def _watch(args: argparse.Namespace) -> int:
                 token = f.read().strip()
         except OSError as e:
             raise UsageError(f"--bearer-token-file {args.bearer_token_file}: {e.strerror}") from None
+        if not token:
+            raise UsageError(f"--bearer-token-file {args.bearer_token_file}: the file is empty")
     if bool(args.cert_file) != bool(args.key_file):
         raise UsageError(
             "--cert-file and --key-file go together: give both for a client certificate, or neither"
@@ -242,16 +245,21 @@ def _watch(args: argparse.Namespace) -> int:
             key_file=args.key_file,
             insecure_skip_verify=args.insecure_skip_verify,
         )
-    targets = [
-        TargetConfig(
-            url=_target_url(t),
-            pprof_path=args.pprof_path,
-            bearer_token=token,
-            tls=tls,
-            metrics_path=args.metrics_path or None,
-        )
-        for t in args.targets
-    ]
+    targets = []
+    for text in args.targets:
+        url = _target_url(text)
+        try:
+            targets.append(
+                TargetConfig(
+                    url=url,
+                    pprof_path=args.pprof_path,
+                    bearer_token=token,
+                    tls=tls,
+                    metrics_path=args.metrics_path or None,
+                )
+            )
+        except ValueError as e:
+            raise UsageError(f"TARGET {redact_url(url)!r}: {e}") from None
     settings = WatchSettings(
         interval_seconds=_duration("--interval", args.interval),
         duration_seconds=_duration("--duration", args.duration) if args.duration else None,

@@ -36,17 +36,24 @@ def test_a_bad_rules_file_names_the_field_and_exits_2(tmp_path: pathlib.Path) ->
     ("args", "needle"),
     [
         (["watch", "ftp://x"], "TARGET 'ftp://x'"),
+        (["watch", "http://127.0.0.1:1/?debug=1"], "without query or fragment"),
+        (["watch", "http://me:s3cret@127.0.0.1:1", "--bearer-token-file", "/dev/null"], "the file is empty"),
+        (["watch", "http://me:s3cret@127.0.0.1:1"], "give only one of them"),
         (["watch", "http://127.0.0.1:1", "--interval", "soon"], "--interval"),
         (["watch", "http://127.0.0.1:1", "--interval", "500ms"], "at least 1s"),
         (["watch", "http://127.0.0.1:1", "--profiles", "heap,memstats"], "unknown profile(s) memstats"),
         (["watch", "http://127.0.0.1:1", "--memory-limit", "lots"], "--memory-limit"),
     ],
 )
-def test_bad_flags_are_refused_clearly(tmp_path: pathlib.Path, args: list[str], needle: str) -> None:
+def test_bad_flags_are_refused_clearly(
+    tmp_path: pathlib.Path, args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMORYWATCH_BEARER_TOKEN", "t0ken")  # only read when no --bearer-token-file
     proc = _run(*args, "--store", str(tmp_path / "s"))
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "s3cret" not in proc.stderr and "t0ken" not in proc.stderr, "no credential in the message"
 
 
 def test_an_unreachable_target_is_reported_not_fatal(tmp_path: pathlib.Path) -> None:

@@ -75,6 +75,12 @@ class TargetConfig:
             raise ValueError(
                 "bearer_token must be non-empty printable text without whitespace (value not shown)"
             )
+        if self.bearer_token is not None and (parts.username is not None or parts.password is not None):
+            # One request carries one Authorization header: either would silently replace the other.
+            raise ValueError(
+                "the URL carries user:password@ and a bearer token is given too; a request sends one"
+                " Authorization header, so give only one of them"
+            )
         paths = (
             ("pprof_path", self.pprof_path),
             ("metrics_path", self.metrics_path),

@@ -178,8 +178,8 @@ async def get(
     total_seconds = limits.total_timeout_seconds + extra_seconds
     headers = None
     if target.bearer_token and not _has_credentials(target.url):
-        # Credentials in the URL are sent as Basic auth (as httpx did, whose Basic auth replaced the header);
-        # aiohttp refuses both at once with a ValueError, which must never escape as a non-ScrapeError.
+        # TargetConfig refuses a token next to credentials in the URL (sent as Basic auth); aiohttp would
+        # refuse both at once with a ValueError, which must never escape as a non-ScrapeError.
         headers = {"Authorization": f"Bearer {target.bearer_token}"}
     try:
         origin = await pool.origin_for(target)

@@ -46,6 +46,7 @@ def test_display_name_drops_credentials_in_the_url() -> None:
         ({"url": "http://h:1", "tls": TLSConfig()}, "plain http://"),
         ({"url": "http://h:1", "pprof_path": "debug/pprof"}, "must start with '/'"),
         ({"url": "http://h:1", "metrics_path": "metrics"}, "must start with '/'"),
+        ({"url": "http://u:p@h:1", "bearer_token": "t"}, "give only one of them"),
     ],
 )
 def test_bad_targets_are_refused_with_the_reason(kwargs: dict[str, object], message: str) -> None:
