@@ -259,13 +259,12 @@ async def _main(
             await asyncio.sleep(15)
 
     prober = asyncio.create_task(probe_api())
-    if args.files_port:
-        from memorywatch.control.file_server import start_file_server
-
-        files_runner = await start_file_server(args, kube, default_store.root, make_store)
-        if files_runner is not None:
-            runners.append(files_runner)
     process_tasks = Supervisor(on_fault=lambda f: None, on_recovered=lambda task, target: None)
+    if args.files_port:
+        from memorywatch.control.file_server import serve_files
+
+        # Not supervised (a restart would bind the port twice): it handles its own failures and runs until closed.
+        files_task = asyncio.create_task(serve_files(args, kube, default_store.root, make_store, runners))
     process_tasks.spawn("event-loop-lag", measure_lag)
     process_tasks.spawn("store-volume", lambda: _measure_volume(args.store))
     # One notifier for all watches (a lane each); None when the chart disabled notifications.
@@ -312,6 +311,9 @@ async def _main(
             await operator
         finally:
             prober.cancel()
+            if args.files_port:
+                files_task.cancel()
+                await asyncio.gather(files_task, return_exceptions=True)
             await process_tasks.close()
             if notifier is not None:
                 await notifier.close()

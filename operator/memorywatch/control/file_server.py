@@ -272,19 +272,63 @@ def _json(body: dict[str, Any], code: int | None = None) -> web.Response:
     )
 
 
-async def start_file_server(
-    args: Any, kube: Kube, volume_root: Any, make_store: StoreFactory
-) -> web.AppRunner | None:
-    """Serve the capture-files API on `--files-port` with the chart's certificate; None (and an error in the log,
-    the operator still runs) when the API server publishes no front-proxy CA or the certificate is missing."""
+class FrontProxyRefresher:
+    """Keeps a serving FileServer on the API server's current front-proxy settings: a rotated requestheader CA
+    is added to the TLS context's trust (the old one stays trusted until the operator restarts: OpenSSL cannot
+    drop a CA from a live context), and changed allowed names or headers apply to the next request."""
+
+    def __init__(
+        self, load: Callable[[], Awaitable[fa.FrontProxy]], ctx: ssl.SSLContext, server: FileServer
+    ) -> None:
+        self.load, self.ctx, self.server = load, ctx, server
+
+    async def refresh_once(self) -> bool:
+        """Re-read the settings; True when they changed. A failed read keeps the last settings, and says why."""
+        try:
+            proxy = await self.load()
+        except (KubeError, fa.FrontProxyError) as e:
+            log.warning("cannot re-read the API server's front-proxy settings (the last ones stay): %s", e)
+            return False
+        if proxy == self.server.proxy:
+            return False
+        if proxy.client_ca_pem != self.server.proxy.client_ca_pem:
+            try:
+                self.ctx.load_verify_locations(cadata=proxy.client_ca_pem)
+            except ssl.SSLError as e:
+                log.warning(
+                    "the API server's new front-proxy CA cannot be loaded (the last one stays): %s", e
+                )
+                return False
+        self.server.proxy = proxy
+        log.info("the API server's front-proxy settings changed; the capture-files API follows them")
+        return True
+
+
+async def serve_files(
+    args: Any,
+    kube: Kube,
+    volume_root: Any,
+    make_store: StoreFactory,
+    runners: list[web.AppRunner],
+    *,
+    retry_seconds: float = 60.0,
+    refresh_seconds: float = 300.0,
+) -> None:
+    """Serve the capture-files API on `--files-port` with the chart's certificate until cancelled. Until the API
+    server's front-proxy settings can be read and the certificate loaded, retry every `retry_seconds`, saying why
+    (the operator runs on meanwhile: an API server restarting during our start must not leave the API unserved
+    until the next restart); then re-read the settings every `refresh_seconds`. The runner goes into `runners`
+    for the caller to clean up."""
     from aiohttp import web
 
-    try:
-        proxy = await load_front_proxy(kube)
-        ctx = tls_context(args.files_tls_cert, args.files_tls_key, proxy)
-    except (KubeError, fa.FrontProxyError, OSError, ssl.SSLError) as e:
-        log.error("the capture-files API is not served: %s", e)
-        return None
+    while True:
+        try:
+            proxy = await load_front_proxy(kube)
+            ctx = tls_context(args.files_tls_cert, args.files_tls_key, proxy)
+            break
+        except (KubeError, fa.FrontProxyError, OSError, ssl.SSLError) as e:
+            log.error("the capture-files API is not served yet (retrying every %.0f s): %s", retry_seconds, e)
+        await asyncio.sleep(retry_seconds)
     server = FileServer(
         kube,
         proxy,
@@ -295,8 +339,16 @@ async def start_file_server(
     )
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, args.bind_address, args.files_port, ssl_context=ctx).start()
+    runners.append(runner)
+    try:
+        await web.TCPSite(runner, args.bind_address, args.files_port, ssl_context=ctx).start()
+    except OSError as e:
+        log.error("the capture-files API is not served: cannot listen on port %d: %s", args.files_port, e)
+        return
     log.info(
         "serving capture files (%s/%s) on %s:%d", fa.GROUP, fa.VERSION, args.bind_address, args.files_port
     )
-    return runner
+    refresher = FrontProxyRefresher(lambda: load_front_proxy(kube), ctx, server)
+    while True:
+        await asyncio.sleep(refresh_seconds)
+        await refresher.refresh_once()

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from memorywatch.api import file_access as fa
-from memorywatch.control.file_server import FileServer, FileServerLimits, tls_context
-from memorywatch.k8s import NotFoundError
+from memorywatch.control.file_server import FileServer, FileServerLimits, FrontProxyRefresher, tls_context
+from memorywatch.k8s import ApiUnavailable, NotFoundError
 
 PATH = "shop/checkout/checkout-0/20261201T100000Z-heap-growth"
 BASE = "/apis/files.memorywatch.io/v1alpha1/namespaces/shop/memorycaptures"
@@ -123,10 +123,12 @@ async def served(tmp_path: pathlib.Path) -> AsyncIterator[dict[str, Any]]:
     await runner.setup()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock, ssl_context=tls_context(srv_crt, srv_key, proxy))
+    ctx = tls_context(srv_crt, srv_key, proxy)
+    site = web.SockSite(runner, sock, ssl_context=ctx)
     await site.start()
     url = f"https://localhost:{sock.getsockname()[1]}"
-    yield {"url": url, "certs": certs, "ca": ca_file, "heap": heap, "reviews": reviews, "server": server}
+    yield {"url": url, "certs": certs, "ca": ca_file, "heap": heap, "reviews": reviews, "server": server,
+           "ctx": ctx, "tmp": tmp_path}  # fmt: skip
     await runner.cleanup()
 
 
@@ -208,3 +210,31 @@ async def test_a_bug_costs_one_request_not_the_server(served: dict[str, Any]) ->
     crashed = await _get(served, f"{BASE}/c1", user="crash-the-reviewer-mock")
     assert crashed.status_code == 500 and crashed.json()["reason"] == "InternalError"
     assert (await _get(served, f"{BASE}/c1")).status_code == 200
+
+
+async def test_a_rotated_front_proxy_ca_is_followed_without_a_restart(served: dict[str, Any]) -> None:
+    new_ca = _cert("front-proxy-ca-2", None, ca=True)
+    served["certs"]["rotated"] = _write(served["tmp"], "rotated", _cert("front-proxy-client-2", new_ca))
+    with pytest.raises(httpx.HTTPError):  # not trusted yet
+        await _get(served, f"{BASE}/c1", cert="rotated")
+    settings: list[Any] = [ApiUnavailable("read ConfigMap: 503 Service Unavailable", 503)]
+
+    async def load() -> fa.FrontProxy:
+        if isinstance(settings[0], Exception):
+            raise settings[0]
+        return settings[0]  # type: ignore[no-any-return]
+
+    refresher = FrontProxyRefresher(load, served["ctx"], served["server"])
+    assert not await refresher.refresh_once(), "a failed read keeps the last settings"
+    assert (await _get(served, f"{BASE}/c1")).status_code == 200
+    settings[0] = fa.front_proxy({
+        "requestheader-client-ca-file": new_ca[1].public_bytes(serialization.Encoding.PEM).decode(),
+        "requestheader-allowed-names": '["front-proxy-client-2"]',
+    })  # fmt: skip
+    assert await refresher.refresh_once()
+    assert (await _get(served, f"{BASE}/c1", cert="rotated")).status_code == 200, "the new CA and name"
+    old = await _get(
+        served, f"{BASE}/c1"
+    )  # the old CA's session still opens, but its name is no longer allowed
+    assert old.status_code == 401 and "front proxy" in old.json()["message"]
+    assert not await refresher.refresh_once(), "unchanged settings change nothing"
