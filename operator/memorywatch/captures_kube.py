@@ -242,7 +242,7 @@ class Cluster:
 
         resp = self._files_api(name, [("file", file)])
         try:
-            yield from resp.stream(CHUNK_BYTES)
+            yield from resp.stream(CHUNK_BYTES, decode_content=False)  # as stored, like _url_chunks
         except HTTPError as e:
             raise CaptureError(f"{file}: the download broke off ({e})") from None
         finally:
@@ -256,7 +256,9 @@ def _url_chunks(url: str) -> Iterator[bytes]:
         with httpx.stream("GET", url, timeout=httpx.Timeout(60, connect=10), follow_redirects=False) as r:
             if r.status_code != 200:
                 raise CaptureError(f"the presigned URL answered HTTP {r.status_code}: {r.read()[:300]!r}")
-            yield from r.iter_bytes(CHUNK_BYTES)
+            # The bytes as stored (what the MemoryCapture's size and sha256 describe): never decoded, so a
+            # Content-Encoding on the object cannot grow one chunk beyond CHUNK_BYTES in memory.
+            yield from r.iter_raw(CHUNK_BYTES)
     except httpx.HTTPError as e:
         raise CaptureError(f"download from the presigned URL failed: {e}") from None
 

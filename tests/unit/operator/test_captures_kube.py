@@ -176,3 +176,36 @@ def test_stopping_open_stops_pprof_and_its_children(tmp_path: pathlib.Path, sig:
     else:
         os.kill(grandchild, signal.SIGKILL)
         raise AssertionError("the grandchild outlived `open`")
+
+
+def test_a_presigned_download_keeps_the_stored_bytes_and_never_inflates_them() -> None:
+    """A real HTTP server on 127.0.0.1 answers with a gzip bomb marked `Content-Encoding: gzip`: the download
+    yields the stored (compressed) bytes in chunks of at most CHUNK_BYTES, never the 256 MiB they inflate to."""
+    import gzip
+    import http.server
+    import threading
+
+    bomb = gzip.compress(b"\0" * (256 << 20), compresslevel=9)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        chunks = list(
+            ck._url_chunks(f"http://127.0.0.1:{server.server_address[1]}/heap.pb.gz?X-Amz-Signature=x")
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert b"".join(chunks) == bomb
+    assert max(len(c) for c in chunks) <= ck.CHUNK_BYTES
