@@ -3,7 +3,7 @@ ServiceAccount (the `mw_operator` fixture of test_operator.py), a real Go servic
 
 A leak's capture produces a MemoryCapture in the service's namespace, owned by the MemoryWatch, whose files and
 sha256 digests match what is in the operator's PVC; `kubectl get memorycaptures` shows the printer columns; a
-namespace viewer (the built-in `view` role, through the chart's aggregated memorywatch-capture-viewer) lists them
+namespace viewer (the built-in `view` role, through the chart's aggregated <release>-memorywatch-capture-viewer) lists them
 and cannot delete them; deleting a MemoryCapture deletes its folder in the PVC (the finalizer); deleting the
 MemoryWatch garbage-collects its MemoryCaptures (kube-controller-manager's garbage collector) and so their files;
 deleting a MemoryCapture of a watch capturing into S3 (versitygw) deletes exactly its objects.

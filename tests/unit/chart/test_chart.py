@@ -345,7 +345,7 @@ def test_memorycapture_grants_are_the_same_least_privilege_in_both_scopes(render
 
 
 def test_capture_viewer_aggregates_read_only_access_to_view(render: Render) -> None:
-    viewer = only(render(), "ClusterRole", "memorywatch-capture-viewer")
+    viewer = only(render(), "ClusterRole", "mw-memorywatch-capture-viewer")
     assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert grants(viewer["rules"]) == {
         ("memorywatch.io", r, v)
@@ -353,8 +353,10 @@ def test_capture_viewer_aggregates_read_only_access_to_view(render: Render) -> N
         for v in ("get", "list", "watch")
     } | {("files.memorywatch.io", "memorycaptures", "get")}  # their files, through the capture-files API
     assert not find(
-        render({"rbac": {"aggregateClusterRoles": False}}), "ClusterRole", "memorywatch-capture-viewer"
+        render({"rbac": {"aggregateClusterRoles": False}}), "ClusterRole", "mw-memorywatch-capture-viewer"
     )
+    # Named after the release, like every cluster-scoped object of the chart: a second release does not collide.
+    assert find(render({"fullnameOverride": "other"}), "ClusterRole", "other-capture-viewer")
 
 
 def test_aggregated_roles_let_view_read_and_edit_write_memorywatches(render: Render) -> None:

@@ -65,7 +65,7 @@ def test_the_operator_serves_it_with_delegated_auth(render: Render) -> None:
 
 
 def test_capture_viewers_may_get_the_files(render: Render) -> None:
-    viewer = only(render(), "ClusterRole", "memorywatch-capture-viewer")
+    viewer = only(render(), "ClusterRole", "mw-memorywatch-capture-viewer")
     rules = {
         (g, r): sorted(rule["verbs"])
         for rule in viewer["rules"]
