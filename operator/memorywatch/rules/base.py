@@ -43,6 +43,14 @@ SATURATION_HOLD_SHARE = 0.5
 # keeps rising. It fires if it still passes every test after that; a whole window without a sustained
 # trend forgets the hold.
 WALK_HOLD_SHARE = 0.5
+# A young process warms up: caches fill, pools and buffers grow to their working size, over a time nobody
+# states. A sustained rise while the judged window still reaches back into the process's first window (its
+# age under two windows) is held back for this share of a window from the moment it was first sustained,
+# whatever the other tests say in between, and fires only if it still passes every test after that: a leak
+# keeps rising, a warm-up ends. Only a process whose start is known (Sample.process_started_at) is held; the
+# latency is paid once per process, by leaks present from its start.
+YOUNG_HOLD_SHARE = 0.5
+YOUNG_AGE_WINDOWS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +137,9 @@ class TrendRule(Rule):
     default_window_seconds = 900.0
     default_min_growth = 0.0
     min_points = MIN_POINTS
+    #: Whether a rise in a young process is held back as a possible warm-up (YOUNG_HOLD_SHARE); False for a
+    #: rule whose breach cannot wait (MemoryLimit: the kernel's OOM kill does not).
+    holds_young_rises = True
 
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
@@ -142,6 +153,9 @@ class TrendRule(Rule):
         self._columns: tuple[Sequence[float], Sequence[float]] = ((), ())
         self._walk: random_walk.WalkCheck | None = None
         self._walk_since: float | None = None
+        self._process_started_at: float | None = None
+        #: When a rise in a young process was first sustained (the young hold runs from then), else None.
+        self.young_since: float | None = None
 
     def judged_window_seconds(self) -> float | None:
         return self.window_seconds
@@ -159,6 +173,8 @@ class TrendRule(Rule):
         self._columns = ((), ())
         self._walk = None
         self._walk_since = None
+        self._process_started_at = None
+        self.young_since = None
 
     @abc.abstractmethod
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -171,6 +187,8 @@ class TrendRule(Rule):
 
     def judge(self, sample: Sample, *, started_at: float) -> Verdict:
         """The shared path: read, append, assess, then fire / suspect / watch."""
+        if sample.process_started_at is not None:
+            self._process_started_at = sample.process_started_at
         value, note, new_point = self.read(sample)
         if value is None:
             if len(self.series) == 0:
@@ -227,8 +245,41 @@ class TrendRule(Rule):
             if last is not None and now - last > self.window_seconds:
                 self.held_since = None  # it flattened: forget the holds
                 self._walk_since = None
+                self.young_since = None
             return None, ""
         self._last_sustained = now
+        young = self._young_hold(now)
+        signals, why = self._confirm_sustained(trend, now)
+        if signals is None or young is None:
+            return signals, why
+        held, hold = young
+        if held < hold:
+            assert self._process_started_at is not None
+            return None, (
+                f"held back: the process started {units.format_duration(now - self._process_started_at)} ago,"
+                " and a rise in its first window may be its warm-up (a cache or pool filling); it fires if it"
+                f" still passes every test {units.format_duration(hold - held)} from now"
+            )
+        return [
+            *signals,
+            f"still rising at the minimum rate {units.format_duration(held)} after it first did in the"
+            " process's first window (not a start-up warm-up)",
+        ], ""
+
+    def _young_hold(self, now: float) -> tuple[float, float] | None:
+        """(held so far, the hold) while a sustained rise of a young process is held back, else None. The hold
+        latches when the rise is first sustained in the process's first windows and runs its course."""
+        if not self.holds_young_rises:
+            return None
+        if self.young_since is None:
+            started = self._process_started_at
+            if started is None or now - started >= YOUNG_AGE_WINDOWS * self.window_seconds:
+                return None
+            self.young_since = now
+        return now - self.young_since, YOUNG_HOLD_SHARE * self.window_seconds
+
+    def _confirm_sustained(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
+        """The shared confirmation stages of a sustained trend (see `confirm`)."""
         p = trend.mann_kendall_p
         signals = [
             f"a consistent rise (Mann–Kendall p = {p:.2g} over {trend.points} points)"
