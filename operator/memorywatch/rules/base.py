@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memorywatch.api import units
 from memorywatch.rules import random_walk
+from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
 from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
@@ -47,11 +48,12 @@ WALK_HOLD_SHARE = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """One rule's view of a target after one sample. `message` is set when the rule holds (fires)."""
+    """One rule's view of a target after one sample. `message` is set when the rule holds (fires).
+    `growth` may be given as a function, computed when first read (lazy.py)."""
 
     state: str
     note: str | None = None
-    growth: float | None = None
+    growth: Lazy[float | None] = Lazy(None)
     unit: str = ""
     message: str | None = None
     evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -60,15 +62,16 @@ class Verdict:
     judging: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RuleStatus:
     """A rule's state for display: `state` is inactive / warming up / watching / suspicious / cooling down;
-    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known."""
+    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known
+    (may be given as a function, computed when first read: lazy.py)."""
 
     name: str
     kind: str
     state: str
-    growth: float | None
+    growth: Lazy[float | None] = Lazy()
     unit: str
     detail: str
     window_seconds: float | None = None
@@ -87,6 +90,32 @@ class RuleStatus:
         elif self.detail:
             text += f": {self.detail.split(': ', 1)[-1]}"
         return text
+
+
+class StatusLines(Mapping[str, str]):
+    """Rule name → `RuleStatus.line()`, rendered on first read: the operator takes a status with every sample
+    but shows it only now and then, and a line's growth is the window's Theil–Sen slope."""
+
+    __slots__ = ("_lines", "_states")
+
+    def __init__(self, states: Mapping[str, RuleStatus]) -> None:
+        self._states = states
+        self._lines: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        line = self._lines.get(name)
+        if line is None:
+            line = self._lines[name] = self._states[name].line()
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._states)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class Rule(abc.ABC):
@@ -113,6 +142,14 @@ class Rule(abc.ABC):
     def judged_window_seconds(self) -> float | None:
         """The window the growth in `status` is measured over (None for rules without one)."""
         return None
+
+
+def _growth_of(trend: Trend | None) -> Callable[[], float] | None:
+    """The trend's growth, read when a status line needs it (computing it may cost a Theil–Sen slope)."""
+    if trend is None:
+        return None
+    known: Trend = trend
+    return lambda: known.growth
 
 
 def format_amount(value: float, unit: str) -> str:
@@ -184,7 +221,7 @@ class TrendRule(Rule):
         trend = self._judge_window(stats, latest)
         self.last_trend = trend
         self.suspicious = self._suspicious(stats, trend)
-        growth = trend.growth if trend is not None else None
+        growth = _growth_of(trend)
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
         if len(times) < self.min_points:
             state = WATCHING if warmed else WARMING_UP
@@ -295,6 +332,8 @@ class TrendRule(Rule):
             return False
         if trend.sustained:
             return True
+        if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
+            return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
         if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
             return False
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.

@@ -13,7 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from memorywatch.api import units
 from memorywatch.pprof.goroutines import GoroutineProfile
 from memorywatch.rules import stacks
-from memorywatch.rules.base import COOLING_DOWN, FIRING, SUSPICIOUS, WATCHING, Rule, RuleStatus, Verdict
+from memorywatch.rules.base import (
+    COOLING_DOWN,
+    FIRING,
+    SUSPICIOUS,
+    WATCHING,
+    Rule,
+    RuleStatus,
+    StatusLines,
+    Verdict,
+)
 from memorywatch.rules.finalizer_backlog import FinalizerBacklog
 from memorywatch.rules.goroutine_growth import GoroutineGrowth
 from memorywatch.rules.guards import RUNTIME_FORCED_GC_SECONDS
@@ -219,9 +228,10 @@ class TargetJudge:
             if name in names:
                 self._cooldown_until[name] = max(float(until), self._cooldown_until.get(name, float("-inf")))
 
-    def status(self) -> dict[str, str]:
-        """Rule name → one line for display: `watching: +1.2 MiB over 30m`, `inactive: ...`, in config order."""
-        return {name: state.line() for name, state in self.rule_states().items()}
+    def status(self) -> Mapping[str, str]:
+        """Rule name → one line for display: `watching: +1.2 MiB over 30m`, `inactive: ...`, in config order.
+        The states are taken now, the lines rendered when read (the growth in them may cost a slope)."""
+        return StatusLines(self.rule_states())
 
     def rule_states(self) -> dict[str, RuleStatus]:
         """Each rule's state as a value (state, fitted growth over the window and its unit, detail)."""
@@ -249,10 +259,18 @@ class TargetJudge:
                 name=name,
                 kind=rule.spec.kind.value,
                 state=state,
-                growth=verdict.growth if verdict is not None else None,
+                growth=_growth_of(verdict),
                 unit=verdict.unit if verdict is not None else "",
                 detail=detail,
                 window_seconds=rule.judged_window_seconds(),
                 judging=verdict.judging if verdict is not None else True,
             )
         return out
+
+
+def _growth_of(verdict: Verdict | None) -> Callable[[], float | None] | None:
+    """The verdict's growth, read when a status line needs it (it may be computed lazily: lazy.py)."""
+    if verdict is None:
+        return None
+    known: Verdict = verdict
+    return lambda: known.growth

@@ -13,22 +13,26 @@ A series passes only when all three hold (docs/rules.md explains why each one is
    n-aware (exact for small n) critical value and the Hamed–Rao allowance for autocorrelation
    (mann_kendall.py): a random walk or a slowly draining queue does not pass for a trend.
 
-Cost: a window's statistics that do not depend on the min growth (`WindowStats`: the slope, the floors) are
-computed once per sample and shared by the verdict and the relaxed one behind "suspicious"; the costly ones
-(the newest half's Theil–Sen slope, Mann–Kendall, the oldest half's slope) only when every cheaper test
-before them passed, in the order above. A series that fails fast costs one Theil–Sen slope (the growth every
-status line shows) and one pass over its points. The verdicts are those of judging everything every time:
-tests/unit/rules/test_trend_gating.py compares both on randomized series.
+Cost: a window's statistics that do not depend on the min growth (`WindowStats`: the floors, the slope once
+computed) are shared by the verdict and the relaxed one behind "suspicious"; the costly ones (the window's
+Theil–Sen slope, the newest half's, Mann–Kendall, the oldest half's slope) only when every cheaper test before
+them passed, in the order above. The rate test first asks an O(n) upper bound on the slope
+(`theil_sen_upper_bound`): a window it already rejects costs that bound and one pass for the floors, and its
+slope (the growth every status line shows) is computed only when someone reads `Trend.growth` (lazy.py).
+The verdicts are those of judging everything every time: tests/unit/rules/test_trend_gating.py compares both
+on randomized series, and the lazily computed growth with the eager one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memorywatch.rules import mann_kendall as mk
+from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.series import Point
 
 MIN_POINTS = 8
@@ -44,14 +48,20 @@ MIN_STEP_SHARE = -0.25
 MAX_STEP_SHARE = 0.8
 # The newest half of the span must still grow at this share of the minimum rate.
 RECENT_RATE_SHARE = 0.5
+# The upper bound on the slope first tries pairs at least this share of the span apart (a little under the
+# spacing that half the pairs of evenly spaced points stay within, 1 − 1/√2 ≈ 0.293 of the span).
+BOUND_SPACING_SHARE = 0.28
 # Saturation: a rise whose newest half grows at less than this share of its oldest half's rate is slowing
 # down the way a cache or pool fills (concave); the rules hold it back for a later window (base.py).
 SATURATION_RATIO = 0.4
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Trend:
-    """How one series behaved over one window, and whether that counts as sustained growth."""
+    """How one series behaved over one window, and whether that counts as sustained growth.
+
+    `slope_per_second` and `growth` may be given as functions (lazy.py): a window rejected by the slope's
+    upper bound computes them only when read."""
 
     points: int
     window_seconds: float
@@ -59,10 +69,10 @@ class Trend:
     coverage: float
     first_value: float
     last_value: float
-    slope_per_second: float
+    slope_per_second: Lazy[float] = Lazy()
     # None when a cheaper test already failed (the newest half's slope was not needed).
     recent_slope_per_second: float | None
-    growth: float
+    growth: Lazy[float] = Lazy()
     min_growth: float
     floors: tuple[float, ...]
     floor_rise: float
@@ -135,6 +145,52 @@ def theil_sen_columns(times: Columns, values: Columns) -> float:
     return _median(slopes) if slopes else 0.0
 
 
+def theil_sen_upper_bound(times: Columns, values: Columns) -> float:
+    """An upper bound on `theil_sen_columns(times, values)` in O(n) (inf when it finds none).
+
+    Of the N pairs with tb > ta, at least ⌈N/2⌉ have a slope ≥ the median m (odd N: the middle one and those
+    above it; even N: the upper middle one, ≥ m, and those above it). If fewer than ⌈N/2⌉ pairs are less
+    than `gap` apart, one of those pairs is at least `gap` apart; so when m > 0 it rises by
+    vb − va ≥ m·(tb − ta) ≥ m·gap, and m ≤ R / gap with R the largest rise of any pair at least `gap` apart
+    (one pass with a running minimum). When m ≤ 0, m ≤ 0 ≤ max(R, 0) / gap. The same bound holds for the
+    computed floats: each step (a difference of the same two numbers, a division by a larger divisor,
+    (a + b)/2 ≤ b) is monotone under rounding. Needs increasing times; NaN or infinite values give inf."""
+    ts, vs = _evenly_columns(times, values, MAX_PAIRWISE_POINTS)
+    n = len(ts)
+    if n < 2 or not math.isfinite(sum(vs)) or not all(a < b for a, b in itertools.pairwise(ts)):
+        return math.inf  # a series' times only increase; anything else gets no shortcut
+    needed = (n * (n - 1) // 2 + 1) // 2
+    gap = BOUND_SPACING_SHARE * (ts[-1] - ts[0])
+    for _ in range(4):  # halve the gap until fewer than half the pairs are closer than it
+        if not gap > 0:
+            return math.inf
+        if _pairs_closer_than(ts, gap) < needed:
+            return max(_largest_rise(ts, vs, gap), 0.0) / gap
+        gap /= 2
+    return math.inf
+
+
+def _pairs_closer_than(ts: Sequence[float], gap: float) -> int:
+    """Pairs i < j with ts[j] − ts[i] < gap (increasing times)."""
+    count, lo = 0, 0
+    for j, tj in enumerate(ts):
+        while tj - ts[lo] >= gap:
+            lo += 1
+        count += j - lo
+    return count
+
+
+def _largest_rise(ts: Sequence[float], vs: Sequence[float], gap: float) -> float:
+    """The largest vs[j] − vs[i] over pairs with ts[j] − ts[i] ≥ gap (−inf when there is none)."""
+    best, lowest, lo = -math.inf, math.inf, 0
+    for tj, vj in zip(ts, vs, strict=True):
+        while tj - ts[lo] >= gap:
+            lowest = min(lowest, vs[lo])
+            lo += 1
+        best = max(best, vj - lowest)
+    return best
+
+
 def theil_sen_slope(points: Sequence[Point]) -> float:
     """Median of the slopes between every pair of points (per second); 0 with fewer than two times."""
     return theil_sen_columns([p.time for p in points], [p.value for p in points])
@@ -177,13 +233,14 @@ class WindowStats:
         "_early_done",
         "_early_slope",
         "_recent_slope",
+        "_slope",
+        "_slope_bound",
         "_test",
         "coverage",
         "floor_rise",
         "floors",
         "middle",
         "n",
-        "slope",
         "span",
         "times",
         "values",
@@ -199,7 +256,8 @@ class WindowStats:
         spacing = span / (n - 1)
         self.span = span
         self.coverage = min(1.0, (span + spacing) / window_seconds) if window_seconds > 0 else 1.0
-        self.slope = theil_sen_columns(times, values)
+        self._slope: float | None = None
+        self._slope_bound: float | None = None
         segments = 4 if n >= 16 else 3
         self.floors = floors_columns(times, values, segments) if n >= segments else ()
         self.floor_rise = self.floors[-1] - self.floors[0] if self.floors else 0.0
@@ -208,6 +266,25 @@ class WindowStats:
         self._test: mk.MannKendall | None = None
         self._early_slope: float | None = None
         self._early_done = False
+
+    @property
+    def slope(self) -> float:
+        """The Theil–Sen slope of the window (per second), computed on first use."""
+        if self._slope is None:
+            self._slope = theil_sen_columns(self.times, self.values)
+        return self._slope
+
+    def growth(self) -> float:
+        """The fitted growth over the window: the slope × the window."""
+        return self.slope * self.window_seconds
+
+    def growth_bound(self) -> float:
+        """An upper bound on `growth()` in O(n) (`theil_sen_upper_bound`), or the growth itself once known."""
+        if self._slope is not None:
+            return self._slope * self.window_seconds
+        if self._slope_bound is None:
+            self._slope_bound = theil_sen_upper_bound(self.times, self.values)
+        return self._slope_bound * self.window_seconds
 
     def recent_slope(self) -> float:
         """The Theil–Sen slope of the newest half of the span (the whole slope with fewer than 3 points)."""
@@ -278,10 +355,18 @@ def _too_few(value: float, n: int, window_seconds: float, min_growth: float) -> 
 def judge(
     stats: WindowStats, *, min_growth: float, last_value: float | None = None, min_points: int = MIN_POINTS
 ) -> Trend:
-    """The verdict on one measured window against `min_growth`; each test runs only if those before passed."""
-    n, window_seconds, slope = stats.n, stats.window_seconds, stats.slope
-    growth = slope * window_seconds
-    reason = _why_not(n, growth, min_growth, stats.floors, stats.floor_rise, stats.coverage, min_points)
+    """The verdict on one measured window against `min_growth`; each test runs only if those before passed.
+    The window's slope is computed only if the rate test needs it (else when `Trend.growth` is read)."""
+    n, window_seconds = stats.n, stats.window_seconds
+    slope: float | Callable[[], float]
+    growth: float | Callable[[], float]
+    if n < min_points:
+        slope, growth, reason = lambda: stats.slope, stats.growth, f"too few points ({n} < {min_points})"
+    elif stats.growth_bound() < min_growth:  # so is the growth itself: _why_not's rate test fails
+        slope, growth, reason = lambda: stats.slope, stats.growth, "growth below the minimum"
+    else:
+        slope, growth = stats.slope, stats.growth()
+        reason = _why_not(n, growth, min_growth, stats.floors, stats.floor_rise, stats.coverage, min_points)
     recent_slope: float | None = None
     if not reason:
         recent_slope = stats.recent_slope()
