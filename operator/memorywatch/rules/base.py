@@ -73,7 +73,7 @@ class RuleStatus:
     state: str
     growth: Lazy[float | None] = Lazy()
     unit: str
-    detail: str
+    detail: Lazy[str] = Lazy()
     window_seconds: float | None = None
     judging: bool = True
 
@@ -113,6 +113,30 @@ class StatusLines(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class WhyNot(Mapping[str, str]):
+    """`{"why_not": trend.reason}` for a trend that is not sustained, the reason read when shown (naming the
+    first failed test may need the window's slope, which a failed floor test did not)."""
+
+    __slots__ = ("_trend",)
+
+    def __init__(self, trend: Trend) -> None:
+        self._trend = trend
+
+    def __getitem__(self, key: str) -> str:
+        if key != "why_not":
+            raise KeyError(key)
+        return self._trend.reason
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("why_not",))
+
+    def __len__(self) -> int:
+        return 1
 
     def __repr__(self) -> str:
         return repr(dict(self))
@@ -334,8 +358,6 @@ class TrendRule(Rule):
             return True
         if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
             return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
-        if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
-            return False
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
         relaxed = judge_window(
             stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
@@ -343,8 +365,8 @@ class TrendRule(Rule):
         return relaxed.sustained
 
     @staticmethod
-    def _detail(trend: Trend | None) -> dict[str, Any]:
-        return {"why_not": trend.reason} if trend is not None and trend.reason else {}
+    def _detail(trend: Trend | None) -> Mapping[str, Any]:
+        return WhyNot(trend) if trend is not None and not trend.sustained else {}
 
     def growth_phrase(self, trend: Trend) -> str:
         """`grew by 2,400 in 15m (160/min)`."""

@@ -241,9 +241,7 @@ class TargetJudge:
             name = rule.spec.name
             verdict = self._verdicts.get(name)
             state = verdict.state if verdict is not None else "warming up"
-            detail = ""
-            if verdict is not None:
-                detail = verdict.note or str(verdict.evidence.get("why_not", ""))
+            detail: str | Callable[[], str] = _detail_of(verdict) if verdict is not None else ""
             until = self._cooldown_until.get(name)
             if (
                 now is not None
@@ -274,3 +272,10 @@ def _growth_of(verdict: Verdict | None) -> Callable[[], float | None] | None:
         return None
     known: Verdict = verdict
     return lambda: known.growth
+
+
+def _detail_of(verdict: Verdict) -> str | Callable[[], str]:
+    """The verdict's note, or why it does not fire, read when shown (a trend's reason may be lazy)."""
+    if verdict.note:
+        return verdict.note
+    return lambda: str(verdict.evidence.get("why_not", ""))

@@ -26,6 +26,7 @@ on randomized series, and the lazily computed growth with the eager one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -79,7 +80,7 @@ class Trend:
     kendall_tau: float | None
     mann_kendall_z: float | None
     sustained: bool
-    reason: str
+    reason: Lazy[str] = Lazy()
     mann_kendall_p: float | None = None
     variance_inflation: float | None = None
     early_slope_per_second: float | None = None
@@ -274,6 +275,10 @@ class WindowStats:
             self._slope = theil_sen_columns(self.times, self.values)
         return self._slope
 
+    def fitted_slope(self) -> float:
+        """`slope`, as a function (for a lazy field)."""
+        return self.slope
+
     def growth(self) -> float:
         """The fitted growth over the window: the slope × the window."""
         return self.slope * self.window_seconds
@@ -356,31 +361,41 @@ def judge(
     stats: WindowStats, *, min_growth: float, last_value: float | None = None, min_points: int = MIN_POINTS
 ) -> Trend:
     """The verdict on one measured window against `min_growth`; each test runs only if those before passed.
-    The window's slope is computed only if the rate test needs it (else when `Trend.growth` is read)."""
+
+    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails the
+    slope's upper bound or a floor test is not sustained whatever its slope: its slope, its growth and the
+    reason (the first failed test, in the order: points, rate, floors) are then computed when read."""
     n, window_seconds = stats.n, stats.window_seconds
-    slope: float | Callable[[], float]
-    growth: float | Callable[[], float]
+    slope: float | Callable[[], float] = stats.fitted_slope
+    growth: float | Callable[[], float] = stats.growth
+    reason: str | Callable[[], str]
     if n < min_points:
-        slope, growth, reason = lambda: stats.slope, stats.growth, f"too few points ({n} < {min_points})"
-    elif stats.growth_bound() < min_growth:  # so is the growth itself: _why_not's rate test fails
-        slope, growth, reason = lambda: stats.slope, stats.growth, "growth below the minimum"
+        reason = f"too few points ({n} < {min_points})"
+    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
+        reason = RATE_FAILED
+    elif floors_failed := _floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage):
+        reason = functools.partial(_rate_or, stats, min_growth, floors_failed)
     else:
         slope, growth = stats.slope, stats.growth()
-        reason = _why_not(n, growth, min_growth, stats.floors, stats.floor_rise, stats.coverage, min_points)
+        reason = RATE_FAILED if growth < min_growth else ""
+    passing = isinstance(reason, str) and not reason
     recent_slope: float | None = None
-    if not reason:
+    if passing:
         recent_slope = stats.recent_slope()
         if recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
-            reason = "growth stopped: the newest half of the window is (almost) flat"
+            reason, passing = "growth stopped: the newest half of the window is (almost) flat", False
     test: mk.MannKendall | None = None
-    if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
+    if passing:  # the O(n²) agreement test only runs when the cheap tests already pass
         test = stats.mann_kendall()
         if test.p_value >= mk.ALPHA:
-            reason = (
-                f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
-                f" tau {test.tau:.2f}, n = {test.n})"
+            reason, passing = (
+                (
+                    f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
+                    f" tau {test.tau:.2f}, n = {test.n})"
+                ),
+                False,
             )
-    early_slope = stats.early_slope() if not reason else None
+    early_slope = stats.early_slope() if passing else None
     return Trend(
         points=n,
         window_seconds=window_seconds,
@@ -396,7 +411,7 @@ def judge(
         floor_rise=stats.floor_rise,
         kendall_tau=None if test is None else test.tau,
         mann_kendall_z=None if test is None else test.z,
-        sustained=not reason,
+        sustained=passing,
         reason=reason,
         mann_kendall_p=None if test is None else test.p_value,
         variance_inflation=None if test is None else test.variance_inflation,
@@ -404,20 +419,16 @@ def judge(
     )
 
 
-def _why_not(
-    n: int,
-    growth: float,
-    min_growth: float,
-    floors: tuple[float, ...],
-    floor_rise: float,
-    coverage: float,
-    min_points: int = MIN_POINTS,
-) -> str:
-    """Empty when rate and floors pass, else the first test that failed, in plain words."""
-    if n < min_points:
-        return f"too few points ({n} < {min_points})"
-    if growth < min_growth:
-        return "growth below the minimum"
+RATE_FAILED = "growth below the minimum"
+
+
+def _rate_or(stats: WindowStats, min_growth: float, floors_failed: str) -> str:
+    """The first failed test of a window whose floors failed: the rate test comes first."""
+    return RATE_FAILED if stats.growth() < min_growth else floors_failed
+
+
+def _floors_why_not(min_growth: float, floors: tuple[float, ...], floor_rise: float, coverage: float) -> str:
+    """Empty when the floors pass (rising enough, in every segment, not at once), else the first failure."""
     if floor_rise < FLOOR_RISE_FRACTION * min_growth * coverage:
         return "floors did not rise enough (the series drains back or stepped once)"
     steps = [later - earlier for earlier, later in itertools.pairwise(floors)]
