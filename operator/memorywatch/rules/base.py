@@ -94,28 +94,33 @@ class RuleStatus:
 
 class StatusLines(Mapping[str, str]):
     """Rule name → `RuleStatus.line()`, rendered on first read: the operator takes a status with every sample
-    but shows it only now and then, and a line's growth is the window's Theil–Sen slope."""
+    but shows it only now and then, and a line's growth is the window's Theil–Sen slope. All lines are
+    rendered at once, then the states (and the windows they would be computed from) are let go."""
 
-    __slots__ = ("_lines", "_states")
+    __slots__ = ("_lines", "_names", "_states")
 
     def __init__(self, states: Mapping[str, RuleStatus]) -> None:
         self._states = states
-        self._lines: dict[str, str] = {}
+        self._names = tuple(states)
+        self._lines: dict[str, str] | None = None
+
+    def _rendered(self) -> dict[str, str]:
+        if self._lines is None:
+            self._lines = {name: self._states[name].line() for name in self._names}
+            self._states = {}
+        return self._lines
 
     def __getitem__(self, name: str) -> str:
-        line = self._lines.get(name)
-        if line is None:
-            line = self._lines[name] = self._states[name].line()
-        return line
+        return self._rendered()[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._states)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._names)
 
     def __repr__(self) -> str:
-        return repr(dict(self))
+        return repr(self._rendered())
 
 
 class WhyNot(Mapping[str, str]):
