@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memorywatch.api import units
 from memorywatch.rules import random_walk
+from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
 from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
@@ -55,11 +56,12 @@ YOUNG_AGE_WINDOWS = 2.0
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """One rule's view of a target after one sample. `message` is set when the rule holds (fires)."""
+    """One rule's view of a target after one sample. `message` is set when the rule holds (fires).
+    `growth` may be given as a function, computed when first read (lazy.py)."""
 
     state: str
     note: str | None = None
-    growth: float | None = None
+    growth: Lazy[float | None] = Lazy(None)
     unit: str = ""
     message: str | None = None
     evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -68,17 +70,18 @@ class Verdict:
     judging: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RuleStatus:
     """A rule's state for display: `state` is inactive / warming up / watching / suspicious / cooling down;
-    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known."""
+    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known
+    (may be given as a function, computed when first read: lazy.py)."""
 
     name: str
     kind: str
     state: str
-    growth: float | None
+    growth: Lazy[float | None] = Lazy()
     unit: str
-    detail: str
+    detail: Lazy[str] = Lazy()
     window_seconds: float | None = None
     judging: bool = True
 
@@ -95,6 +98,61 @@ class RuleStatus:
         elif self.detail:
             text += f": {self.detail.split(': ', 1)[-1]}"
         return text
+
+
+class StatusLines(Mapping[str, str]):
+    """Rule name → `RuleStatus.line()`, rendered on first read: the operator takes a status with every sample
+    but shows it only now and then, and a line's growth is the window's Theil–Sen slope. All lines are
+    rendered at once, then the states (and the windows they would be computed from) are let go."""
+
+    __slots__ = ("_lines", "_names", "_states")
+
+    def __init__(self, states: Mapping[str, RuleStatus]) -> None:
+        self._states = states
+        self._names = tuple(states)
+        self._lines: dict[str, str] | None = None
+
+    def _rendered(self) -> dict[str, str]:
+        if self._lines is None:
+            self._lines = {name: self._states[name].line() for name in self._names}
+            self._states = {}
+        return self._lines
+
+    def __getitem__(self, name: str) -> str:
+        return self._rendered()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(self._rendered())
+
+
+class WhyNot(Mapping[str, str]):
+    """`{"why_not": trend.reason}` for a trend that is not sustained, the reason read when shown (naming the
+    first failed test may need the window's slope, which a failed floor test did not)."""
+
+    __slots__ = ("_trend",)
+
+    def __init__(self, trend: Trend) -> None:
+        self._trend = trend
+
+    def __getitem__(self, key: str) -> str:
+        if key != "why_not":
+            raise KeyError(key)
+        return self._trend.reason
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("why_not",))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class Rule(abc.ABC):
@@ -121,6 +179,14 @@ class Rule(abc.ABC):
     def judged_window_seconds(self) -> float | None:
         """The window the growth in `status` is measured over (None for rules without one)."""
         return None
+
+
+def _growth_of(trend: Trend | None) -> Callable[[], float] | None:
+    """The trend's growth, read when a status line needs it (computing it may cost a Theil–Sen slope)."""
+    if trend is None:
+        return None
+    known: Trend = trend
+    return lambda: known.growth
 
 
 def format_amount(value: float, unit: str) -> str:
@@ -202,7 +268,7 @@ class TrendRule(Rule):
         trend = self._judge_window(stats, latest)
         self.last_trend = trend
         self.suspicious = self._suspicious(stats, trend)
-        growth = trend.growth if trend is not None else None
+        growth = _growth_of(trend)
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
         if len(times) < self.min_points:
             state = WATCHING if warmed else WARMING_UP
@@ -346,8 +412,8 @@ class TrendRule(Rule):
             return False
         if trend.sustained:
             return True
-        if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
-            return False
+        if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
+            return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
         relaxed = judge_window(
             stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
@@ -355,8 +421,8 @@ class TrendRule(Rule):
         return relaxed.sustained
 
     @staticmethod
-    def _detail(trend: Trend | None) -> dict[str, Any]:
-        return {"why_not": trend.reason} if trend is not None and trend.reason else {}
+    def _detail(trend: Trend | None) -> Mapping[str, Any]:
+        return WhyNot(trend) if trend is not None and not trend.sustained else {}
 
     def growth_phrase(self, trend: Trend) -> str:
         """`grew by 2,400 in 15m (160/min)`."""
