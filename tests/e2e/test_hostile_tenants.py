@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 import time
@@ -66,15 +67,16 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def lag_buckets(ip: str) -> dict[str, float]:
-    """The operator's event-loop lag histogram, as cumulative counts by bucket bound (`le`)."""
+def lag_buckets(ip: str) -> dict[float, float]:
+    """The operator's event-loop lag histogram, as cumulative counts by bucket bound (`le` as a number, so
+    `le="1.0"` is 1.0 and `le="+Inf"` is inf)."""
     code, text = http_get(f"http://{ip}:9090/metrics", timeout=10.0)
     assert code == 200, text[:500]
-    out: dict[str, float] = {}
+    out: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith("memorywatch_event_loop_lag_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[le] = float(line.rsplit(" ", 1)[1])
+            out[float(le)] = float(line.rsplit(" ", 1)[1])
     assert out, "no memorywatch_event_loop_lag_seconds histogram on /metrics"
     return out
 
@@ -121,10 +123,10 @@ def batch(mw_operator: Operator) -> Iterator[Batch]:  # noqa: F811 - the fixture
                 leak_seconds = time.monotonic() - started
             time.sleep(1)
         lag_after = lag_buckets(ip)
-        probes = lag_after["+Inf"] - lag_before.get("+Inf", 0.0)
-        within = lag_after["0.1"] - lag_before.get("0.1", 0.0)
-        within_250ms = lag_after["0.25"] - lag_before.get("0.25", 0.0)
-        within_1s = lag_after["1"] - lag_before.get("1", 0.0)
+        probes = lag_after[math.inf] - lag_before.get(math.inf, 0.0)
+        within = lag_after[0.1] - lag_before.get(0.1, 0.0)
+        within_250ms = lag_after[0.25] - lag_before.get(0.25, 0.0)
+        within_1s = lag_after[1.0] - lag_before.get(1.0, 0.0)
         print(
             f"\noperator peak RSS with its parse workers: {peak / 2**20:.0f} MiB; leak after {leak_seconds}s;"
             f" event-loop lag <= 100 ms in {within:.0f} of {probes:.0f} probes"
