@@ -188,3 +188,33 @@ def test_fault_events_render_in_json_and_text() -> None:
     )
     retried: Mapping[str, Any] = FaultEvent("p", 0.0, "loop", "X", "m", 2.0).as_json()
     assert retried["retrySeconds"] == 2.0
+
+
+async def test_the_start_an_owner_knows_reaches_the_rules_unless_the_sample_has_its_own(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod's container startedAt (add_target/update_target `started_at`) is what the rules see as the
+    process's start when the scrape found none (the young-process hold, rules/base.py)."""
+    seen: list[float | None] = []
+    wanted, enough = [3], asyncio.Event()
+    original = HeapGrowth.observe
+
+    def spy_observe(self: HeapGrowth, sample: Sample, *, started_at: float) -> Any:
+        seen.append(sample.process_started_at)
+        if len(seen) >= wanted[0]:
+            enough.set()
+        return original(self, sample, started_at=started_at)
+
+    monkeypatch.setattr(HeapGrowth, "observe", spy_observe)
+    settings = WatchSettings(interval_seconds=0.02, duration_seconds=20, profiles=("heap",))
+    watcher = Watcher(RULES, FilesystemStore(tmp_path), FakeScraper(), settings, lambda e: None)  # type: ignore[arg-type]
+    watcher.add_target("fake", TARGET, started_at=1234.5)
+    runner = asyncio.create_task(watcher.run())
+    await asyncio.wait_for(enough.wait(), 10)
+    watcher.update_target("fake", TARGET, started_at=2345.5)
+    wanted[0] = len(seen) + 3
+    enough.clear()
+    await asyncio.wait_for(enough.wait(), 10)
+    watcher.stop()
+    await runner
+    assert seen[0] == 1234.5 and seen[-1] == 2345.5
