@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from memorywatch.api import units
 from memorywatch.pprof.goroutines import GoroutineProfile
+from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules import stacks
 from memorywatch.rules.base import COOLING_DOWN, FIRING, SUSPICIOUS, WATCHING, Rule, RuleStatus, Verdict
 from memorywatch.rules.finalizer_backlog import FinalizerBacklog
@@ -80,6 +81,21 @@ def restart_reason(previous: Sample, current: Sample) -> str | None:
     return None
 
 
+def restart_fields(sample: Sample) -> Sample:
+    """The fields of `sample` that `restart_reason` compares the next sample with, and its time: what a
+    judge keeps of its last sample until the next one (the whole sample held its heap sites, MemStats and
+    stacks: ~6 KiB a target for as long as it is watched)."""
+    memstats = sample.memstats
+    return Sample(
+        target=sample.target,
+        time=sample.time,
+        memstats=MemStats(**{f: getattr(memstats, f) for f in _COUNTERS}) if memstats is not None else None,
+        finalizers_queued=sample.finalizers_queued,
+        finalizers_executed=sample.finalizers_executed,
+        process_start_seconds=sample.process_start_seconds,
+    )
+
+
 class TargetJudge:
     """Judges one target's samples with a fixed set of rules; keep one per target for its whole life."""
 
@@ -129,7 +145,7 @@ class TargetJudge:
             self._started_at = sample.time
         if previous is not None:
             self._interval_seconds = sample.time - previous.time
-        self._previous = sample
+        self._previous = restart_fields(sample)
         if sample.goroutine_profile is not None:
             self._last_profile = sample.goroutine_profile
         breaches: list[Breach] = []
