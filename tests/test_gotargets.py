@@ -93,13 +93,13 @@ def test_goroutine_leak_count_rises_by_rate_and_names_the_leak(gotarget: GoTarge
 
 def test_max_caps_the_leak_and_leak_after_delays_it(gotarget: GoTargetFactory) -> None:
     capped = gotarget("goroutine-leak", rate=1000, max=40)
-    delayed = gotarget("goroutine-leak", rate=1000, leak_after="2s")
+    delayed = gotarget("goroutine-leak", rate=1000, leak_after="4s")
     with client() as http:
         baseline = goroutine_count(http, delayed)
         time.sleep(1)
-        assert goroutine_count(http, delayed) <= baseline + 2  # still inside -leak-after
+        assert goroutine_count(http, delayed) <= baseline + 2  # still inside -leak-after (2 s or more to go)
         capped_before = goroutine_count(http, capped)
-        time.sleep(1.5)
+        time.sleep(3.5)  # past -leak-after by at least half a second: 500 goroutines at 1000/s
         assert goroutine_count(http, delayed) >= baseline + 200
         assert goroutine_count(http, capped) == capped_before  # the cap was reached and held
         text = http.get(capped.pprof_url + "goroutine", params={"debug": "1"}).text

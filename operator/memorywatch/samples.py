@@ -24,7 +24,9 @@ class Sample:
     0 means heap profiling is off, so the profile is empty and `heap_live_*` are None unless the target
     exports the runtime's own live-heap metric. `process_start_seconds` is the unix time the process started,
     from /metrics (`process_start_time_seconds`) when the target exports it: the one restart signal that does
-    not depend on counters going down.
+    not depend on counters going down. `process_started_at` is the best-known unix time the process started,
+    from /metrics or, for a process on this machine, from /proc (None: unknown); the rules hold back rises of
+    a young process as a possible warm-up (rules/base.py, YOUNG_HOLD_SHARE).
     """
 
     target: str
@@ -41,6 +43,7 @@ class Sample:
     limit_bytes: int | None = None
     heap_profile_rate: int | None = None
     process_start_seconds: int | None = None
+    process_started_at: float | None = None
     goroutine_ids: GoroutineIds | None = None
     heap_sites: tuple[tuple[int, int, int], ...] | None = None
     goroutine_profile: GoroutineProfile | None = None

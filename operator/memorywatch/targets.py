@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,10 @@ class PodInfo:
     restart_count: int = 0
     # container port number -> the memory limit of the container declaring it (None: that one has no limit)
     port_memory_limits: Mapping[int, int | None] = dataclasses.field(default_factory=dict)
+    # When the default container's process started (its status's state.running.startedAt, unix seconds), and
+    # the same per container port: the rules hold back rises of a young process as a possible warm-up.
+    started_at: float | None = None
+    port_started_at: Mapping[int, float | None] = dataclasses.field(default_factory=dict)
 
     def memory_limit_for_port(self, port: int | None) -> int | None:
         """The limit the kernel enforces on the process serving `port`: each container is OOM-killed at its
@@ -40,6 +45,12 @@ class PodInfo:
         if port is not None and port in self.port_memory_limits:
             return self.port_memory_limits[port]
         return self.memory_limit_bytes
+
+    def started_at_for_port(self, port: int | None) -> float | None:
+        """When the process serving `port` started (the container declaring it, else the default one)."""
+        if port is not None and port in self.port_started_at:
+            return self.port_started_at[port]
+        return self.started_at
 
     @property
     def running(self) -> bool:
@@ -53,6 +64,8 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
     status = body.get("status") or {}
     ports: dict[str, int] = {}
     port_limits: dict[int, int | None] = {}
+    port_started: dict[int, float | None] = {}
+    started = _started_at(status)
     containers = [c for c in spec.get("containers") or [] if isinstance(c, Mapping)]
     for c in containers:
         limit = _memory_limit(c)
@@ -62,6 +75,7 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
                 ports[str(p.get("name") or number)] = number
                 ports.setdefault(str(number), number)
                 port_limits.setdefault(number, limit)
+                port_started.setdefault(number, started.get(str(c.get("name"))))
     default_name = (meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
     default = next(
         (c for c in containers if c.get("name") == default_name), containers[0] if containers else None
@@ -83,7 +97,28 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         memory_limit_bytes=_memory_limit(default) if default is not None else None,
         port_memory_limits=port_limits,
         restart_count=_restart_count(status),
+        started_at=started.get(str(default.get("name"))) if default is not None else None,
+        port_started_at=port_started,
     )
+
+
+def _started_at(status: Mapping[str, Any]) -> dict[str, float]:
+    """Container name -> when its running process started (state.running.startedAt), for running containers."""
+    out: dict[str, float] = {}
+    for c in status.get("containerStatuses") or []:
+        if not isinstance(c, Mapping):
+            continue
+        running = (c.get("state") or {}).get("running") if isinstance(c.get("state"), Mapping) else None
+        text = running.get("startedAt") if isinstance(running, Mapping) else None
+        if not isinstance(text, str):
+            continue
+        try:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when.tzinfo is not None:
+            out[str(c.get("name"))] = when.timestamp()
+    return out
 
 
 def _restart_count(status: Mapping[str, Any]) -> int:

@@ -79,10 +79,10 @@ async def test_keep_alive_and_concurrent_connections(
         client_ports.add(big.extensions["network_stream"].get_extra_info("client_addr")[1])
     assert len(client_ports) == 1, "every request went over one kept-alive connection"
 
-    # Two connections at once, each waiting a second in the pod (a delta heap profile): both finish in about a
-    # second, so neither waited for the other.
+    # Two connections at once, each waiting 3 s in the pod (a delta heap profile): both finish in about 3 s, so
+    # neither waited for the other (one after the other takes at least 6 s; the rest is stream set-up).
     async def slow(c: httpx.AsyncClient) -> tuple[int, int]:
-        r = await c.get(f"{url}/debug/pprof/heap?seconds=1", timeout=20)
+        r = await c.get(f"{url}/debug/pprof/heap?seconds=3", timeout=30)
         return r.status_code, r.extensions["network_stream"].get_extra_info("client_addr")[1]
 
     async with httpx.AsyncClient() as a, httpx.AsyncClient() as b:
@@ -91,7 +91,7 @@ async def test_keep_alive_and_concurrent_connections(
         elapsed = time.monotonic() - t0
     assert code_a == code_b == 200
     assert port_a != port_b, "two local connections"
-    assert elapsed < 1.9, f"the two requests ran one after the other ({elapsed:.2f}s)"
+    assert elapsed < 5.0, f"the two requests ran one after the other ({elapsed:.2f}s)"
 
 
 def sa_kube(cluster: Cluster, namespace: str, name: str, rules: list[dict[str, Any]]) -> Kube:

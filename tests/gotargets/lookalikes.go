@@ -22,6 +22,16 @@ var (
 	requestIDs    atomic.Int64
 )
 
+// since returns the seconds since *last (at most one: a process starved for longer catches up one second,
+// not a burst) and moves *last to now. The look-alikes pace their work by the clock, not by ticks received:
+// a Ticker drops ticks while the process is starved of CPU, which would stretch their shapes.
+func since(last *time.Time) float64 {
+	now := time.Now()
+	dt := math.Min(now.Sub(*last).Seconds(), 1)
+	*last = now
+	return dt
+}
+
 func touched(n int) []byte {
 	b := make([]byte, n)
 	for i := 0; i < n; i += 512 {
@@ -40,6 +50,7 @@ func cacheWarmup(ctx context.Context, rate float64, ramp time.Duration) {
 	lookalikeSink.Store("cache-warmup", &cache)
 	var mu sync.Mutex
 	start := time.Now()
+	last := start
 	ticker := time.NewTicker(leakStep)
 	defer ticker.Stop()
 	owed, next := 0.0, 0
@@ -47,9 +58,9 @@ func cacheWarmup(ctx context.Context, rate float64, ramp time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-ticker.C:
-			t := now.Sub(start).Seconds()
-			owed += math.Max(rate*math.Exp(-t/ramp.Seconds()), rate*0.02) * leakStep.Seconds() / entryBytes
+		case <-ticker.C:
+			t := time.Since(start).Seconds()
+			owed += math.Max(rate*math.Exp(-t/ramp.Seconds()), rate*0.02) * since(&last) / entryBytes
 		}
 		mu.Lock()
 		for ; owed >= 1; owed-- {
@@ -69,6 +80,7 @@ func cacheWarmup(ctx context.Context, rate float64, ramp time.Duration) {
 //go:noinline
 func loadRamp(ctx context.Context, peak float64, ramp time.Duration) {
 	start := time.Now()
+	last := start
 	ticker := time.NewTicker(leakStep)
 	defer ticker.Stop()
 	owed := 0.0
@@ -76,8 +88,8 @@ func loadRamp(ctx context.Context, peak float64, ramp time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-ticker.C:
-			t, r := now.Sub(start).Seconds(), ramp.Seconds()
+		case <-ticker.C:
+			t, r := time.Since(start).Seconds(), ramp.Seconds()
 			level := 0.05
 			switch {
 			case t < r:
@@ -87,7 +99,7 @@ func loadRamp(ctx context.Context, peak float64, ramp time.Duration) {
 			case t < 2*r:
 				level = math.Max(level, 1-(t-1.5*r)/(0.5*r))
 			}
-			owed += peak * level * leakStep.Seconds() / 1.5 // Little's law: concurrency / mean lifetime
+			owed += peak * level * since(&last) / 1.5 // Little's law: concurrency / mean lifetime
 		}
 		for ; owed >= 1; owed-- {
 			go handleRequest()
@@ -139,17 +151,18 @@ func mapHighWater(ctx context.Context, size float64, ramp time.Duration) {
 	m := make(map[int][128]byte)
 	lookalikeSink.Store("map-high-water", &m)
 	entries := int(size / 160)
-	steps := int(ramp / leakStep)
+	start := time.Now()
 	ticker := time.NewTicker(leakStep)
 	defer ticker.Stop()
-	for step := 1; step <= steps; step++ {
+	for filled := 0; filled < entries; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
-		for i := entries * (step - 1) / steps; i < entries*step/steps; i++ {
-			m[i] = [128]byte{1}
+		want := int(float64(entries) * math.Min(1, time.Since(start).Seconds()/ramp.Seconds()))
+		for ; filled < want; filled++ {
+			m[filled] = [128]byte{1}
 		}
 	}
 	for k := range m {
@@ -167,18 +180,23 @@ func memLimitSawtooth(ctx context.Context, size float64, ramp time.Duration) {
 	debug.SetMemoryLimit(int64(4 * size))
 	var batch [][]byte
 	steps := int(ramp / leakStep)
+	chunk := int(size) / steps
+	start, cycle := time.Now(), -1
 	ticker := time.NewTicker(leakStep)
 	defer ticker.Stop()
-	for step := 0; ; step++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
-		if step%steps == 0 {
-			batch = nil
+		phase := time.Since(start).Seconds() / ramp.Seconds()
+		if int(phase) != cycle { // a new tooth: drop the batch
+			cycle, batch = int(phase), nil
 		}
-		batch = append(batch, touched(int(size)/steps))
+		for want := 1 + int(float64(steps)*(phase-math.Floor(phase))); len(batch) < want; {
+			batch = append(batch, touched(chunk))
+		}
 		lookalikeSink.Store("memlimit", batch)
 	}
 }
@@ -189,14 +207,14 @@ func memLimitSawtooth(ctx context.Context, size float64, ramp time.Duration) {
 func churnAt(ctx context.Context, rate float64) {
 	ticker := time.NewTicker(10 * time.Millisecond)
 	defer ticker.Stop()
-	owed := 0.0
+	owed, last := 0.0, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
-		for owed += rate / 100; owed >= 64<<10; owed -= 64 << 10 {
+		for owed += rate * since(&last); owed >= 64<<10; owed -= 64 << 10 {
 			buf := make([]byte, 64<<10)
 			buf[len(buf)-1] = 1
 			churnSink.Store(&buf) // escapes, so it is heap garbage (a local 64 KiB buffer may live on the stack)

@@ -117,7 +117,7 @@ async def test_a_slow_response_head_is_stopped_by_the_total_bound() -> None:
     assert 1 <= elapsed < 1 + 1.5
 
 
-async def test_credentials_in_the_url_and_a_bearer_token_give_basic_auth_not_a_crash(
+async def test_credentials_in_the_url_are_basic_auth_and_never_go_with_a_bearer_token(
     recorded: Callable[[str], bytes],
 ) -> None:
     seen: list[str | None] = []
@@ -131,7 +131,9 @@ async def test_credentials_in_the_url_and_a_bearer_token_give_basic_auth_not_a_c
 
     async with RawServer(answer) as server, Scraper(proc_rss=False) as scraper:
         url = server.url.replace("http://", "http://user:pw@")
-        sample = await scraper.sample(TargetConfig(url, bearer_token=TOKEN, metrics_path=None))
+        sample = await scraper.sample(TargetConfig(url, metrics_path=None))
+        # One request carries one Authorization header: both at once are refused before any request.
+        with pytest.raises(ValueError, match="give only one of them"):
+            TargetConfig(url, bearer_token=TOKEN, metrics_path=None)
     assert sample.memstats is not None
-    # As with the previous client: the URL's credentials are sent as Basic auth, the token is not.
     assert seen == ["Basic dXNlcjpwdw=="] * 2

@@ -18,6 +18,7 @@ class PodTarget:
     target: TargetConfig | None
     port: int | None
     limit_bytes: int | None
+    started_at: float | None = None
     last_ok: float | None = None
     error: str | None = None
     error_reason: str | None = None
@@ -44,7 +45,12 @@ class TargetBook:
 
     def add(self, pod: PodInfo, res: Resolution) -> None:
         self._pods[pod.name] = PodTarget(
-            pod.uid, pod.restart_count, res.target, res.port, pod.memory_limit_for_port(res.port)
+            pod.uid,
+            pod.restart_count,
+            res.target,
+            res.port,
+            pod.memory_limit_for_port(res.port),
+            pod.started_at_for_port(res.port),
         )
 
     def update(self, pod: PodInfo, res: Resolution) -> None:
@@ -53,10 +59,11 @@ class TargetBook:
             self.add(pod, res)
             return
         state.uid, state.restart_count = pod.uid, pod.restart_count
-        state.target, state.port, state.limit_bytes = (
+        state.target, state.port, state.limit_bytes, state.started_at = (
             res.target,
             res.port,
             pod.memory_limit_for_port(res.port),
+            pod.started_at_for_port(res.port),
         )
 
     def restart_reason(self, pod: PodInfo) -> str | None:

@@ -314,14 +314,16 @@ class WatchController:
                     pod=pod.name,
                     cooldowns=cooldowns,
                     limit_bytes=pod.memory_limit_for_port(res.port),
+                    started_at=pod.started_at_for_port(res.port),
                 )
                 self.pods.add(pod, res)
                 continue
             restarted = self.pods.restart_reason(pod)
             if restarted is not None:
                 watcher.restart_target(pod.name, restarted)
-            if state.target != res.target or state.limit_bytes != pod.memory_limit_for_port(res.port):
-                watcher.update_target(pod.name, res.target, limit_bytes=pod.memory_limit_for_port(res.port))
+            limit, started = pod.memory_limit_for_port(res.port), pod.started_at_for_port(res.port)
+            if state.target != res.target or (state.limit_bytes, state.started_at) != (limit, started):
+                watcher.update_target(pod.name, res.target, limit_bytes=limit, started_at=started)
             self.pods.update(pod, res)
         await self._publish(
             WatchFacts(

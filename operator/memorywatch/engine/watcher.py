@@ -77,6 +77,7 @@ class _TargetState:
     loop_task: asyncio.Task[None] | None = None
     failures: int = 0
     limit_bytes: int | None = None
+    started_at: float | None = None  # when the target's process started, if its owner knows (a pod's status)
     baseline_faults: int = 0
     baseline_retry_at: float = 0.0  # monotonic time before which a failed baseline is not retried
     rule_faults: int = 0
@@ -125,9 +126,11 @@ class Watcher:
         pod: str | None = None,
         cooldowns: Mapping[str, float] | None = None,
         limit_bytes: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         """Start watching `target` under `key` (a pod name, or the URL locally); restore saved cooldowns.
-        `limit_bytes` is this target's memory limit (a container's), else the watch's own setting."""
+        `limit_bytes` is this target's memory limit (a container's), else the watch's own setting;
+        `started_at` when its process started, if known (a container's startedAt), unless a sample says."""
         if key in self._states:
             return
         judge = TargetJudge(self._rules, default_cooldown_seconds=self._settings.cooldown_seconds)
@@ -140,6 +143,7 @@ class Watcher:
             judge=judge,
             recent=SampleWindow(RECENT_SAMPLES),
             limit_bytes=limit_bytes,
+            started_at=started_at,
         )
         self._states[key] = state
         if self._running:
@@ -169,7 +173,14 @@ class Watcher:
         for state in self._states.values():
             state.judge.update_rules(self._rules)
 
-    def update_target(self, key: str, target: TargetConfig, *, limit_bytes: int | None = None) -> None:
+    def update_target(
+        self,
+        key: str,
+        target: TargetConfig,
+        *,
+        limit_bytes: int | None = None,
+        started_at: float | None = None,
+    ) -> None:
         """Swap how `key` is reached (a new token, CA, or port-forward address) in place: the next scrape uses
         `target`, and its series, baseline and cooldowns stay. Unknown keys are ignored."""
         state = self._states.get(key)
@@ -177,6 +188,7 @@ class Watcher:
             return
         state.target = target
         state.limit_bytes = limit_bytes
+        state.started_at = started_at
 
     def restart_target(self, key: str, reason: str) -> None:
         """The process behind `key` is a new one (the pod's UID or a container's restartCount changed): its
@@ -338,6 +350,8 @@ class Watcher:
         limit = state.limit_bytes if state.limit_bytes is not None else self._settings.limit_bytes
         if limit is not None and sample.limit_bytes is None:
             sample = dataclasses.replace(sample, limit_bytes=limit)
+        if state.started_at is not None and sample.process_started_at is None:
+            sample = dataclasses.replace(sample, process_started_at=state.started_at)
         judgement = self._judge(state, sample)
         if judgement.restarted:
             self._send(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memorywatch.api import units
 from memorywatch.rules import random_walk
+from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
 from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
@@ -43,15 +44,24 @@ SATURATION_HOLD_SHARE = 0.5
 # keeps rising. It fires if it still passes every test after that; a whole window without a sustained
 # trend forgets the hold.
 WALK_HOLD_SHARE = 0.5
+# A young process warms up: caches fill, pools and buffers grow to their working size, over a time nobody
+# states. A sustained rise while the judged window still reaches back into the process's first window (its
+# age under two windows) is held back for this share of a window from the moment it was first sustained,
+# whatever the other tests say in between, and fires only if it still passes every test after that: a leak
+# keeps rising, a warm-up ends. Only a process whose start is known (Sample.process_started_at) is held; the
+# latency is paid once per process, by leaks present from its start.
+YOUNG_HOLD_SHARE = 0.5
+YOUNG_AGE_WINDOWS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """One rule's view of a target after one sample. `message` is set when the rule holds (fires)."""
+    """One rule's view of a target after one sample. `message` is set when the rule holds (fires).
+    `growth` may be given as a function, computed when first read (lazy.py)."""
 
     state: str
     note: str | None = None
-    growth: float | None = None
+    growth: Lazy[float | None] = Lazy(None)
     unit: str = ""
     message: str | None = None
     evidence: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -60,17 +70,18 @@ class Verdict:
     judging: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RuleStatus:
     """A rule's state for display: `state` is inactive / warming up / watching / suspicious / cooling down;
-    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known."""
+    `growth` is the fitted growth over the window in `unit` (goroutines, objects or bytes), when known
+    (may be given as a function, computed when first read: lazy.py)."""
 
     name: str
     kind: str
     state: str
-    growth: float | None
+    growth: Lazy[float | None] = Lazy()
     unit: str
-    detail: str
+    detail: Lazy[str] = Lazy()
     window_seconds: float | None = None
     judging: bool = True
 
@@ -87,6 +98,61 @@ class RuleStatus:
         elif self.detail:
             text += f": {self.detail.split(': ', 1)[-1]}"
         return text
+
+
+class StatusLines(Mapping[str, str]):
+    """Rule name → `RuleStatus.line()`, rendered on first read: the operator takes a status with every sample
+    but shows it only now and then, and a line's growth is the window's Theil–Sen slope. All lines are
+    rendered at once, then the states (and the windows they would be computed from) are let go."""
+
+    __slots__ = ("_lines", "_names", "_states")
+
+    def __init__(self, states: Mapping[str, RuleStatus]) -> None:
+        self._states = states
+        self._names = tuple(states)
+        self._lines: dict[str, str] | None = None
+
+    def _rendered(self) -> dict[str, str]:
+        if self._lines is None:
+            self._lines = {name: self._states[name].line() for name in self._names}
+            self._states = {}
+        return self._lines
+
+    def __getitem__(self, name: str) -> str:
+        return self._rendered()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(self._rendered())
+
+
+class WhyNot(Mapping[str, str]):
+    """`{"why_not": trend.reason}` for a trend that is not sustained, the reason read when shown (naming the
+    first failed test may need the window's slope, which a failed floor test did not)."""
+
+    __slots__ = ("_trend",)
+
+    def __init__(self, trend: Trend) -> None:
+        self._trend = trend
+
+    def __getitem__(self, key: str) -> str:
+        if key != "why_not":
+            raise KeyError(key)
+        return self._trend.reason
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("why_not",))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class Rule(abc.ABC):
@@ -115,6 +181,14 @@ class Rule(abc.ABC):
         return None
 
 
+def _growth_of(trend: Trend | None) -> Callable[[], float] | None:
+    """The trend's growth, read when a status line needs it (computing it may cost a Theil–Sen slope)."""
+    if trend is None:
+        return None
+    known: Trend = trend
+    return lambda: known.growth
+
+
 def format_amount(value: float, unit: str) -> str:
     """`256 MiB` for bytes, `2,400` for counts."""
     return units.format_bytes(value) if unit == "bytes" else units.format_count(value)
@@ -129,6 +203,9 @@ class TrendRule(Rule):
     default_window_seconds = 900.0
     default_min_growth = 0.0
     min_points = MIN_POINTS
+    #: Whether a rise in a young process is held back as a possible warm-up (YOUNG_HOLD_SHARE); False for a
+    #: rule whose breach cannot wait (MemoryLimit: the kernel's OOM kill does not).
+    holds_young_rises = True
 
     def __init__(self, spec: RuleSpec) -> None:
         super().__init__(spec)
@@ -142,6 +219,9 @@ class TrendRule(Rule):
         self._columns: tuple[Sequence[float], Sequence[float]] = ((), ())
         self._walk: random_walk.WalkCheck | None = None
         self._walk_since: float | None = None
+        self._process_started_at: float | None = None
+        #: When a rise in a young process was first sustained (the young hold runs from then), else None.
+        self.young_since: float | None = None
 
     def judged_window_seconds(self) -> float | None:
         return self.window_seconds
@@ -159,6 +239,8 @@ class TrendRule(Rule):
         self._columns = ((), ())
         self._walk = None
         self._walk_since = None
+        self._process_started_at = None
+        self.young_since = None
 
     @abc.abstractmethod
     def read(self, sample: Sample) -> tuple[float | None, str | None, bool]:
@@ -171,6 +253,8 @@ class TrendRule(Rule):
 
     def judge(self, sample: Sample, *, started_at: float) -> Verdict:
         """The shared path: read, append, assess, then fire / suspect / watch."""
+        if sample.process_started_at is not None:
+            self._process_started_at = sample.process_started_at
         value, note, new_point = self.read(sample)
         if value is None:
             if len(self.series) == 0:
@@ -184,7 +268,7 @@ class TrendRule(Rule):
         trend = self._judge_window(stats, latest)
         self.last_trend = trend
         self.suspicious = self._suspicious(stats, trend)
-        growth = trend.growth if trend is not None else None
+        growth = _growth_of(trend)
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
         if len(times) < self.min_points:
             state = WATCHING if warmed else WARMING_UP
@@ -227,8 +311,41 @@ class TrendRule(Rule):
             if last is not None and now - last > self.window_seconds:
                 self.held_since = None  # it flattened: forget the holds
                 self._walk_since = None
+                self.young_since = None
             return None, ""
         self._last_sustained = now
+        young = self._young_hold(now)
+        signals, why = self._confirm_sustained(trend, now)
+        if signals is None or young is None:
+            return signals, why
+        held, hold = young
+        if held < hold:
+            assert self._process_started_at is not None
+            return None, (
+                f"held back: the process started {units.format_duration(now - self._process_started_at)} ago,"
+                " and a rise in its first window may be its warm-up (a cache or pool filling); it fires if it"
+                f" still passes every test {units.format_duration(hold - held)} from now"
+            )
+        return [
+            *signals,
+            f"still rising at the minimum rate {units.format_duration(held)} after it first did in the"
+            " process's first window (not a start-up warm-up)",
+        ], ""
+
+    def _young_hold(self, now: float) -> tuple[float, float] | None:
+        """(held so far, the hold) while a sustained rise of a young process is held back, else None. The hold
+        latches when the rise is first sustained in the process's first windows and runs its course."""
+        if not self.holds_young_rises:
+            return None
+        if self.young_since is None:
+            started = self._process_started_at
+            if started is None or now - started >= YOUNG_AGE_WINDOWS * self.window_seconds:
+                return None
+            self.young_since = now
+        return now - self.young_since, YOUNG_HOLD_SHARE * self.window_seconds
+
+    def _confirm_sustained(self, trend: Trend, now: float) -> tuple[list[str] | None, str]:
+        """The shared confirmation stages of a sustained trend (see `confirm`)."""
         p = trend.mann_kendall_p
         signals = [
             f"a consistent rise (Mann–Kendall p = {p:.2g} over {trend.points} points)"
@@ -295,8 +412,8 @@ class TrendRule(Rule):
             return False
         if trend.sustained:
             return True
-        if trend.growth < self.min_growth * SUSPICION_GROWTH_SHARE:
-            return False
+        if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
+            return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
         relaxed = judge_window(
             stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
@@ -304,8 +421,8 @@ class TrendRule(Rule):
         return relaxed.sustained
 
     @staticmethod
-    def _detail(trend: Trend | None) -> dict[str, Any]:
-        return {"why_not": trend.reason} if trend is not None and trend.reason else {}
+    def _detail(trend: Trend | None) -> Mapping[str, Any]:
+        return WhyNot(trend) if trend is not None and not trend.sustained else {}
 
     def growth_phrase(self, trend: Trend) -> str:
         """`grew by 2,400 in 15m (160/min)`."""

@@ -14,7 +14,16 @@ from memorywatch.api import units
 from memorywatch.pprof.goroutines import GoroutineProfile
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules import stacks
-from memorywatch.rules.base import COOLING_DOWN, FIRING, SUSPICIOUS, WATCHING, Rule, RuleStatus, Verdict
+from memorywatch.rules.base import (
+    COOLING_DOWN,
+    FIRING,
+    SUSPICIOUS,
+    WATCHING,
+    Rule,
+    RuleStatus,
+    StatusLines,
+    Verdict,
+)
 from memorywatch.rules.finalizer_backlog import FinalizerBacklog
 from memorywatch.rules.goroutine_growth import GoroutineGrowth
 from memorywatch.rules.guards import RUNTIME_FORCED_GC_SECONDS
@@ -236,9 +245,10 @@ class TargetJudge:
             if name in names:
                 self._cooldown_until[name] = max(float(until), self._cooldown_until.get(name, float("-inf")))
 
-    def status(self) -> dict[str, str]:
-        """Rule name → one line for display: `watching: +1.2 MiB over 30m`, `inactive: ...`, in config order."""
-        return {name: state.line() for name, state in self.rule_states().items()}
+    def status(self) -> Mapping[str, str]:
+        """Rule name → one line for display: `watching: +1.2 MiB over 30m`, `inactive: ...`, in config order.
+        The states are taken now, the lines rendered when read (the growth in them may cost a slope)."""
+        return StatusLines(self.rule_states())
 
     def rule_states(self) -> dict[str, RuleStatus]:
         """Each rule's state as a value (state, fitted growth over the window and its unit, detail)."""
@@ -248,9 +258,7 @@ class TargetJudge:
             name = rule.spec.name
             verdict = self._verdicts.get(name)
             state = verdict.state if verdict is not None else "warming up"
-            detail = ""
-            if verdict is not None:
-                detail = verdict.note or str(verdict.evidence.get("why_not", ""))
+            detail: str | Callable[[], str] = _detail_of(verdict) if verdict is not None else ""
             until = self._cooldown_until.get(name)
             if (
                 now is not None
@@ -266,10 +274,25 @@ class TargetJudge:
                 name=name,
                 kind=rule.spec.kind.value,
                 state=state,
-                growth=verdict.growth if verdict is not None else None,
+                growth=_growth_of(verdict),
                 unit=verdict.unit if verdict is not None else "",
                 detail=detail,
                 window_seconds=rule.judged_window_seconds(),
                 judging=verdict.judging if verdict is not None else True,
             )
         return out
+
+
+def _growth_of(verdict: Verdict | None) -> Callable[[], float | None] | None:
+    """The verdict's growth, read when a status line needs it (it may be computed lazily: lazy.py)."""
+    if verdict is None:
+        return None
+    known: Verdict = verdict
+    return lambda: known.growth
+
+
+def _detail_of(verdict: Verdict) -> str | Callable[[], str]:
+    """The verdict's note, or why it does not fire, read when shown (a trend's reason may be lazy)."""
+    if verdict.note:
+        return verdict.note
+    return lambda: str(verdict.evidence.get("why_not", ""))

@@ -111,13 +111,22 @@ class FinalizerBacklog(TrendRule):
         wanted: set[Probe] = set()
         if self.mode == OBJECTS and self.freshness.wants_fresh_gc(now, needed=self._finalizer_busy()):
             wanted.add(Probe.FRESH_GC)
-        if self.suspicious and since >= self.suspicious_probe_seconds:
+        suspicious_due = self.suspicious and since >= self.suspicious_probe_seconds
+        if suspicious_due or (self.mode == OBJECTS and self._probe_due(since)):
             wanted.add(Probe.GOROUTINE_STACKS)
-        elif self.mode == OBJECTS:
-            rising = self.last_trend is not None and self.last_trend.slope_per_second > 0
-            if since >= (self.routine_probe_seconds if rising else self.idle_probe_seconds):
-                wanted.add(Probe.GOROUTINE_STACKS)
         return frozenset(wanted)
+
+    def _probe_due(self, since: float) -> bool:
+        """A routine stack probe is due: every `routine_probe_seconds` while the objects rise (the window's
+        Theil–Sen slope is positive), else every `idle_probe_seconds`. The slope is computed lazily
+        (trend.py), so it is read only when `since` lies between the two spacings and the answer depends on it."""
+        routine, idle = self.routine_probe_seconds, self.idle_probe_seconds
+        if since < min(routine, idle):
+            return False
+        if since >= max(routine, idle):
+            return True
+        rising = self.last_trend is not None and self.last_trend.slope_per_second > 0
+        return since >= (routine if rising else idle)
 
     def _finalizer_busy(self) -> bool:
         """The newest snapshot shows the finalizer goroutine running user code (it may be stuck)."""

@@ -113,7 +113,8 @@ class HeapGrowth(TrendRule):
             self._freed_since = None
             return (signals if self._retention is None else [*signals, self._retention.phrase]), ""
         if self._freed_since is None:
-            self._freed_since = now
+            # A young process's hold already held this rise back since `young_since`: the holds run together.
+            self._freed_since = self.young_since if self.young_since is not None else now
         held = now - self._freed_since
         if held >= FREED_HOLD_SHARE * self.window_seconds:
             after = (

@@ -27,6 +27,7 @@ DEFAULT_MIN_GROWTH_SHARE = 0.01
 
 class MemoryLimit(TrendRule):
     unit = "bytes"
+    holds_young_rises = False  # a forecast of the kernel's OOM kill cannot wait for a warm-up to end
     default_window_seconds = 900.0
 
     def __init__(self, spec: RuleSpec) -> None:

@@ -13,30 +13,35 @@ A series passes only when all three hold (docs/rules.md explains why each one is
    n-aware (exact for small n) critical value and the Hamed–Rao allowance for autocorrelation
    (mann_kendall.py): a random walk or a slowly draining queue does not pass for a trend.
 
-Cost: a window's statistics that do not depend on the min growth (`WindowStats`: the slope, the floors) are
-computed once per sample and shared by the verdict and the relaxed one behind "suspicious"; the costly ones
-(the newest half's Theil–Sen slope, Mann–Kendall, the oldest half's slope) only when every cheaper test
-before them passed, in the order above. A series that fails fast costs one Theil–Sen slope (the growth every
-status line shows) and one pass over its points. The verdicts are those of judging everything every time:
-tests/unit/rules/test_trend_gating.py compares both on randomized series.
+Cost: a window's statistics that do not depend on the min growth (`WindowStats`: the floors, the slope once
+computed) are shared by the verdict and the relaxed one behind "suspicious"; the costly ones (the window's
+Theil–Sen slope, the newest half's, Mann–Kendall, the oldest half's slope) only when every cheaper test before
+them passed, in the order above. The rate test first asks an O(n) upper bound on the slope
+(theil_sen.py), and the floors are tested before the slope when the bound does not decide: a window that
+either rejects costs the bound and one pass for the floors, and its slope (the growth every status line
+shows) and the wording of its reason are computed only when someone reads them (lazy.py).
+The verdicts are those of judging everything every time: tests/unit/rules/test_trend_gating.py compares both
+on randomized series, and the lazily computed growth with the eager one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memorywatch.rules import mann_kendall as mk
+from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.series import Point
+from memorywatch.rules.theil_sen import MAX_PAIRWISE_POINTS, Columns, theil_sen_columns, theil_sen_upper_bound
+from memorywatch.rules.theil_sen import evenly_columns as _evenly_columns
 
 MIN_POINTS = 8
 # Series measured at GC points get one point per completed GC; with the fresh-GC probe (gc_points.py) a
 # window holds about ten of them, so they are judged from six.
 MIN_GC_POINTS = 6
-# Pairwise statistics are O(n²): judge at most this many evenly spaced points (the floors use all of them).
-MAX_PAIRWISE_POINTS = 64
 FLOOR_RISE_FRACTION = 0.5
 # Each floor step must be at least this share of the average step, and no step more than MAX of the total:
 # a linear leak rises evenly; a one-off step puts (almost) all of the rise into one segment boundary.
@@ -49,9 +54,12 @@ RECENT_RATE_SHARE = 0.5
 SATURATION_RATIO = 0.4
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Trend:
-    """How one series behaved over one window, and whether that counts as sustained growth."""
+    """How one series behaved over one window, and whether that counts as sustained growth.
+
+    `slope_per_second` and `growth` may be given as functions (lazy.py): a window rejected by the slope's
+    upper bound computes them only when read."""
 
     points: int
     window_seconds: float
@@ -59,17 +67,17 @@ class Trend:
     coverage: float
     first_value: float
     last_value: float
-    slope_per_second: float
+    slope_per_second: Lazy[float] = Lazy()
     # None when a cheaper test already failed (the newest half's slope was not needed).
     recent_slope_per_second: float | None
-    growth: float
+    growth: Lazy[float] = Lazy()
     min_growth: float
     floors: tuple[float, ...]
     floor_rise: float
     kendall_tau: float | None
     mann_kendall_z: float | None
     sustained: bool
-    reason: str
+    reason: Lazy[str] = Lazy()
     mann_kendall_p: float | None = None
     variance_inflation: float | None = None
     early_slope_per_second: float | None = None
@@ -103,36 +111,6 @@ class Trend:
             if self.variance_inflation is None
             else round(self.variance_inflation, 3),
         }
-
-
-Columns = Sequence[float]
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def _evenly_columns(times: Columns, values: Columns, limit: int) -> tuple[list[float], list[float]]:
-    if len(times) <= limit:
-        return list(times), list(values)
-    step = (len(times) - 1) / (limit - 1)
-    picks = [round(i * step) for i in range(limit)]
-    return [times[i] for i in picks], [values[i] for i in picks]
-
-
-def theil_sen_columns(times: Columns, values: Columns) -> float:
-    """Median of the slopes between every pair of points (per second); 0 with fewer than two times.
-    At most MAX_PAIRWISE_POINTS evenly spaced points are paired."""
-    ts, vs = _evenly_columns(times, values, MAX_PAIRWISE_POINTS)
-    slopes = [
-        (vb - va) / (tb - ta)
-        for i, (ta, va) in enumerate(zip(ts, vs, strict=True))
-        for tb, vb in zip(ts[i + 1 :], vs[i + 1 :], strict=True)
-        if tb > ta
-    ]
-    return _median(slopes) if slopes else 0.0
 
 
 def theil_sen_slope(points: Sequence[Point]) -> float:
@@ -177,13 +155,14 @@ class WindowStats:
         "_early_done",
         "_early_slope",
         "_recent_slope",
+        "_slope",
+        "_slope_bound",
         "_test",
         "coverage",
         "floor_rise",
         "floors",
         "middle",
         "n",
-        "slope",
         "span",
         "times",
         "values",
@@ -199,7 +178,8 @@ class WindowStats:
         spacing = span / (n - 1)
         self.span = span
         self.coverage = min(1.0, (span + spacing) / window_seconds) if window_seconds > 0 else 1.0
-        self.slope = theil_sen_columns(times, values)
+        self._slope: float | None = None
+        self._slope_bound: float | None = None
         segments = 4 if n >= 16 else 3
         self.floors = floors_columns(times, values, segments) if n >= segments else ()
         self.floor_rise = self.floors[-1] - self.floors[0] if self.floors else 0.0
@@ -208,6 +188,29 @@ class WindowStats:
         self._test: mk.MannKendall | None = None
         self._early_slope: float | None = None
         self._early_done = False
+
+    @property
+    def slope(self) -> float:
+        """The Theil–Sen slope of the window (per second), computed on first use."""
+        if self._slope is None:
+            self._slope = theil_sen_columns(self.times, self.values)
+        return self._slope
+
+    def fitted_slope(self) -> float:
+        """`slope`, as a function (for a lazy field)."""
+        return self.slope
+
+    def growth(self) -> float:
+        """The fitted growth over the window: the slope × the window."""
+        return self.slope * self.window_seconds
+
+    def growth_bound(self) -> float:
+        """An upper bound on `growth()` in O(n) (`theil_sen_upper_bound`), or the growth itself once known."""
+        if self._slope is not None:
+            return self._slope * self.window_seconds
+        if self._slope_bound is None:
+            self._slope_bound = theil_sen_upper_bound(self.times, self.values)
+        return self._slope_bound * self.window_seconds
 
     def recent_slope(self) -> float:
         """The Theil–Sen slope of the newest half of the span (the whole slope with fewer than 3 points)."""
@@ -278,24 +281,42 @@ def _too_few(value: float, n: int, window_seconds: float, min_growth: float) -> 
 def judge(
     stats: WindowStats, *, min_growth: float, last_value: float | None = None, min_points: int = MIN_POINTS
 ) -> Trend:
-    """The verdict on one measured window against `min_growth`; each test runs only if those before passed."""
-    n, window_seconds, slope = stats.n, stats.window_seconds, stats.slope
-    growth = slope * window_seconds
-    reason = _why_not(n, growth, min_growth, stats.floors, stats.floor_rise, stats.coverage, min_points)
+    """The verdict on one measured window against `min_growth`; each test runs only if those before passed.
+
+    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails the
+    slope's upper bound or a floor test is not sustained whatever its slope: its slope, its growth and the
+    reason (the first failed test, in the order: points, rate, floors) are then computed when read."""
+    n, window_seconds = stats.n, stats.window_seconds
+    slope: float | Callable[[], float] = stats.fitted_slope
+    growth: float | Callable[[], float] = stats.growth
+    reason: str | Callable[[], str]
+    if n < min_points:
+        reason = f"too few points ({n} < {min_points})"
+    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
+        reason = RATE_FAILED
+    elif floors_failed := _floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage):
+        reason = functools.partial(_rate_or, stats, min_growth, floors_failed)
+    else:
+        slope, growth = stats.slope, stats.growth()
+        reason = RATE_FAILED if growth < min_growth else ""
+    passing = isinstance(reason, str) and not reason
     recent_slope: float | None = None
-    if not reason:
+    if passing:
         recent_slope = stats.recent_slope()
         if recent_slope * window_seconds < RECENT_RATE_SHARE * min_growth:
-            reason = "growth stopped: the newest half of the window is (almost) flat"
+            reason, passing = "growth stopped: the newest half of the window is (almost) flat", False
     test: mk.MannKendall | None = None
-    if not reason:  # the O(n²) agreement test only runs when the cheap tests already pass
+    if passing:  # the O(n²) agreement test only runs when the cheap tests already pass
         test = stats.mann_kendall()
         if test.p_value >= mk.ALPHA:
-            reason = (
-                f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
-                f" tau {test.tau:.2f}, n = {test.n})"
+            reason, passing = (
+                (
+                    f"values do not rise consistently (Mann–Kendall p = {test.p_value:.2g} ≥ {mk.ALPHA},"
+                    f" tau {test.tau:.2f}, n = {test.n})"
+                ),
+                False,
             )
-    early_slope = stats.early_slope() if not reason else None
+    early_slope = stats.early_slope() if passing else None
     return Trend(
         points=n,
         window_seconds=window_seconds,
@@ -311,7 +332,7 @@ def judge(
         floor_rise=stats.floor_rise,
         kendall_tau=None if test is None else test.tau,
         mann_kendall_z=None if test is None else test.z,
-        sustained=not reason,
+        sustained=passing,
         reason=reason,
         mann_kendall_p=None if test is None else test.p_value,
         variance_inflation=None if test is None else test.variance_inflation,
@@ -319,20 +340,16 @@ def judge(
     )
 
 
-def _why_not(
-    n: int,
-    growth: float,
-    min_growth: float,
-    floors: tuple[float, ...],
-    floor_rise: float,
-    coverage: float,
-    min_points: int = MIN_POINTS,
-) -> str:
-    """Empty when rate and floors pass, else the first test that failed, in plain words."""
-    if n < min_points:
-        return f"too few points ({n} < {min_points})"
-    if growth < min_growth:
-        return "growth below the minimum"
+RATE_FAILED = "growth below the minimum"
+
+
+def _rate_or(stats: WindowStats, min_growth: float, floors_failed: str) -> str:
+    """The first failed test of a window whose floors failed: the rate test comes first."""
+    return RATE_FAILED if stats.growth() < min_growth else floors_failed
+
+
+def _floors_why_not(min_growth: float, floors: tuple[float, ...], floor_rise: float, coverage: float) -> str:
+    """Empty when the floors pass (rising enough, in every segment, not at once), else the first failure."""
     if floor_rise < FLOOR_RISE_FRACTION * min_growth * coverage:
         return "floors did not rise enough (the series drains back or stepped once)"
     steps = [later - earlier for earlier, later in itertools.pairwise(floors)]

@@ -146,6 +146,21 @@ def vm_rss_bytes(pid: int, proc: pathlib.Path = pathlib.Path("/proc")) -> int | 
     return None
 
 
+def process_start_time(pid: int, proc: pathlib.Path = pathlib.Path("/proc")) -> float | None:
+    """The unix time process `pid` started: its start in clock ticks after boot (/proc/<pid>/stat, field 22)
+    plus the boot time (/proc/stat `btime`). None when either cannot be read."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+        # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last one.
+        ticks = int(stat.rpartition(")")[2].split()[19])
+        boot = next(int(line.split()[1]) for line in (proc / "stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration) as exc:
+        log.debug("proc start time: pid %d: %s", pid, exc)
+        return None
+
+
 def read_rss(
     host: str, port: int, known: ProcOwner | None, proc: pathlib.Path = pathlib.Path("/proc")
 ) -> tuple[int | None, ProcOwner | None]:
@@ -251,6 +266,13 @@ class ProcRssReader:
         if rss is None:
             self._known.pop(key, None)
         return rss
+
+    def start_time(self, host: str, port: int) -> float | None:
+        """The unix time the process listening on host:port started, if `rss` found it (None otherwise)."""
+        known = self._known.get((host, port))
+        if known is None or known.pid is None:
+            return None
+        return process_start_time(known.pid, self._proc)
 
     def _inodes(self, host: str, port: int, now: float, *, missed: bool) -> list[int]:
         _wanted(host)  # ValueError for a host that is not an address, before any file is read

@@ -194,6 +194,11 @@ class Scraper:
         assert goroutine_profile is None or isinstance(goroutine_profile, GoroutineProfile)
 
         rss_bytes, rss_source = self._rss(target, state, prom, heap)
+        started_at: float | None = None
+        if prom is not None and prom.process_start_seconds is not None:
+            started_at = float(prom.process_start_seconds)
+        elif rss_source == "proc":  # the process on this machine that `_rss` just found
+            started_at = self._proc.start_time(target.host, target.port)
 
         def profiled(estimate: int) -> int | None:
             # MemProfileRate=0: the heap profile is empty, and its zero totals are not a live heap of 0.
@@ -216,6 +221,7 @@ class Scraper:
             finalizers_executed=prom.finalizers_executed if prom else None,
             threads=prom.threads if prom else None,
             process_start_seconds=prom.process_start_seconds if prom else None,
+            process_started_at=started_at,
             goroutine_profile=goroutine_profile,
             goroutine_ids=ids if isinstance(ids, GoroutineIds) else None,
         )

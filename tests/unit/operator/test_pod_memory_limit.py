@@ -47,3 +47,21 @@ def test_a_container_without_a_limit_or_with_a_bad_one_has_none() -> None:
     assert info.memory_limit_for_port(6060) is None
     assert info.memory_limit_for_port(7070) is None
     assert info.memory_limit_bytes is None
+
+
+def test_when_the_process_serving_the_port_started() -> None:
+    """From the status of the container declaring the port (state.running.startedAt); nothing for a container
+    not running, or a time that does not parse."""
+    body = pod(
+        container("proxy", "2Gi", 15000), container("app", "600Mi", 6060), container("idle", None, 7070)
+    )
+    body["status"]["containerStatuses"] = [
+        {"name": "app", "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}},
+        {"name": "proxy", "state": {"running": {"startedAt": "yesterday"}}},
+        {"name": "idle", "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+    ]
+    info = pod_info(body)
+    assert info.started_at_for_port(6060) == 1_796_205_600.0
+    assert info.started_at_for_port(15000) is None and info.started_at_for_port(7070) is None
+    assert info.started_at_for_port(9999) is None, "an undeclared port: the default container (proxy)"
+    assert pod_info(pod(container("app", None, 6060))).started_at_for_port(6060) is None, "no status yet"

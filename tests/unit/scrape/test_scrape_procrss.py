@@ -179,3 +179,28 @@ def test_reader_on_this_machine() -> None:
         assert rss is not None and abs(rss - own_rss()) < 32 * 1024 * 1024
         assert reader.rss("127.0.0.1", port) is not None
     reader.forget("127.0.0.1", port)
+
+
+def test_the_start_time_of_the_process_behind_a_socket() -> None:
+    """A real child process listening on loopback: the reader finds it and says when it started."""
+    import subprocess
+    import time
+
+    before = time.time()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen();"
+         " print(s.getsockname()[1], flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        reader = procrss.ProcRssReader()
+        assert reader.start_time("127.0.0.1", port) is None, "unknown until `rss` has found the process"
+        assert reader.rss("127.0.0.1", port) is not None
+        started = reader.start_time("127.0.0.1", port)
+        assert started is not None and before - 1 <= started <= time.time()
+    finally:
+        child.kill()
+        child.communicate()
+    assert procrss.process_start_time(child.pid) is None, "a process that is gone has no start time"
