@@ -181,6 +181,7 @@ def test_bench_engine_runs_every_phase(tmp_path: pathlib.Path) -> None:
         "--memory-speedup=300",
         "--memory-timeout=60",
         "--steady-seconds=1",
+        "--tracemalloc",
         f"--json={out}",
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -194,6 +195,7 @@ def test_bench_engine_runs_every_phase(tmp_path: pathlib.Path) -> None:
     assert memory["windows_full"] and memory["min_samples_per_target"] >= 240
     assert memory["per_target_full_kib"] > 0
     assert memory["steady"]["samples"] > 0 and memory["retained_per_target_kib"]["recent_samples"] > 0
+    assert memory["traced_per_target_kib"] > 0 and memory["traced_by_file_kib"]
     assert "engine/Go samples per CPU-second" in done.stdout
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import pathlib
 import socket
 import time
 import tracemalloc
+import warnings
 import zlib
 from collections.abc import Callable
 
@@ -121,6 +123,23 @@ async def test_silent_server_is_stopped_by_the_total_bound() -> None:
         elapsed = time.monotonic() - started
     assert caught.value.phase == "total"
     assert 1 <= elapsed < 1 + SLACK_SECONDS
+
+
+async def test_requests_sent_in_turn_share_the_total_bound(recorded: Callable[[str], bytes]) -> None:
+    async def slow_index(request: Request, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.7)
+        await respond(writer, 200, recorded("index.html"), content_type="text/html; charset=utf-8")
+
+    limits = Limits(read_timeout_seconds=30, total_timeout_seconds=1)
+    overrides = {"/debug/pprof/": slow_index, "/debug/pprof/heap": never_answer}
+    async with RawServer(go_like(recorded, overrides)) as server, Scraper(limits) as scraper:
+        started = time.monotonic()
+        with pytest.raises(ScrapeTimeout) as caught:
+            await scraper.sample(TargetConfig(server.url))
+        elapsed = time.monotonic() - started
+    # The heap request after a 0.7 s index page gets what is left of the sample's 1 s, not 1 s of its own.
+    assert caught.value.phase == "total" and "/debug/pprof/heap" in str(caught.value)
+    assert 1 <= elapsed < 1 + SLACK_SECONDS / 3
 
 
 async def test_trickling_body_is_stopped_by_the_total_bound(recorded: Callable[[str], bytes]) -> None:
@@ -391,6 +410,49 @@ async def test_metrics_probed_once_and_not_asked_again_when_absent(recorded: Cal
         assert [r.path for r in server.requests].count("/metrics") == 2
     # Keep-alive: every request of every interval went over one or a few pooled connections.
     assert server.connections <= 4
+
+
+async def test_the_requests_of_every_interval_share_one_kept_alive_connection(
+    recorded: Callable[[str], bytes],
+) -> None:
+    async with RawServer(go_like(recorded, {})) as server, Scraper(proc_rss=False) as scraper:
+        target = TargetConfig(server.url)
+        for _ in range(4):  # index, heap and (the first time) /metrics each interval, one after the other
+            await scraper.sample(target)
+        assert len(server.requests) == 9
+    assert server.connections == 1  # one connection's client state per target, not two or three
+
+
+async def test_a_failed_index_page_does_not_skip_the_heap_request(recorded: Callable[[str], bytes]) -> None:
+    async def refuse(request: Request, writer: asyncio.StreamWriter) -> None:
+        await respond(writer, 500, b"boom\n")
+
+    async with (
+        RawServer(go_like(recorded, {"/debug/pprof/": refuse})) as server,
+        Scraper(proc_rss=False) as scraper,
+    ):
+        with pytest.raises(ScrapeError) as caught:
+            await scraper.sample(TargetConfig(server.url))
+    assert "/debug/pprof/" in str(caught.value)  # the index's failure is the one reported, as before
+    assert [r.path for r in server.requests][:2] == ["/debug/pprof/", "/debug/pprof/heap"]
+
+
+async def test_a_sample_cancelled_on_its_first_request_leaves_no_request_unawaited(
+    recorded: Callable[[str], bytes],
+) -> None:
+    async with (
+        RawServer(go_like(recorded, {"/debug/pprof/": never_answer})) as server,
+        Scraper(proc_rss=False) as scraper,
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "coroutine ... was never awaited" would be a RuntimeWarning
+            task = asyncio.create_task(scraper.sample(TargetConfig(server.url)))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gc.collect()
+    assert [r.path for r in server.requests] == ["/debug/pprof/"]
 
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip", "deflate"])

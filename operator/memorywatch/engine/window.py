@@ -3,10 +3,14 @@
 A capture's manifest reads 14 numbers and the RSS source of each of a target's last RECENT_SAMPLES samples
 (engine/capture.py `_series`), plus the last goroutine count. Keeping whole Sample objects for that held
 every sample's heap sites, MemStats and boxed ints alive: ~6 KiB a sample, 1.4 MiB a target with a full
-window on a simulated Go service. Here each field is one `array('q')` (8 bytes a sample; None is a sentinel;
-a value that is not an int64, which only a hostile target reports, is kept as it came in a side table), the time an
-`array('d')`, and the target and RSS source small codes into a table of the distinct strings: ~30 KiB a
-target. `samples()` rebuilds Samples carrying exactly those fields for a capture.
+window on a simulated Go service. Here each field is one integer array as narrow as its values allow: int16,
+widened to int32 and then int64 the first time a value does not fit (the column is copied once; values are
+kept exactly, so a capture writes the same numbers). Counts (goroutines, GCs) usually stay int16 or int32,
+and byte figures below 2 GiB int32: 2–4 bytes a sample instead of 8. None is each width's lowest value (a
+sentinel); a value that is not an int64, which only a hostile target reports, is kept as it came in a side
+table. The time is an `array('d')` (kept exactly), and the target and RSS source small codes into a table of
+the distinct strings: ~15 KiB a target with a full window (~29 KiB as int64 columns). `samples()` rebuilds
+Samples carrying exactly those fields for a capture.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ from typing import Any
 from memorywatch.pprof.memstats import MemStats
 from memorywatch.samples import Sample
 
-_NONE = -(2**63)  # the sentinel for None; int64 values are kept from -(2**63) + 1 to 2**63 - 1
-_MAX = 2**63 - 1
+# The widths a column goes through, narrowest first. In each, the lowest value is the sentinel for None, so a
+# column of typecode t keeps values from -_MAX[t] to _MAX[t] (int64: -(2**63) + 1 to 2**63 - 1).
+_WIDTHS = ("h", "i", "q")
+_MAX = {code: 2 ** (8 * array.array(code).itemsize - 1) - 1 for code in _WIDTHS}
+_NONE = {code: -_MAX[code] - 1 for code in _WIDTHS}
+_INT64 = "q"
+assert array.array(_INT64).itemsize == 8
 
 Reader = Callable[[Sample], Any]
 
@@ -69,7 +78,7 @@ class SampleWindow:
 
     def clear(self) -> None:
         self._times = array.array("d")
-        self._columns = tuple(array.array("q") for _ in _READERS)
+        self._columns = [array.array(_WIDTHS[0]) for _ in _READERS]
         self._codes = (array.array("B"), array.array("B"))  # target, rss_source
         self._labels: list[str | None] = [None]
         # (column, sequence number) -> a value that is not an int64 (kept as it came)
@@ -82,14 +91,20 @@ class SampleWindow:
     def append(self, sample: Sample) -> None:
         seq = self._first_seq + len(self._times)
         self._times.append(sample.time)
-        for index, (read, column) in enumerate(zip(_READERS, self._columns, strict=True)):
+        columns = self._columns
+        for index, read in enumerate(_READERS):
             value = read(sample)
+            column = columns[index]
+            code = column.typecode
             if value is None:
-                column.append(_NONE)
-            elif type(value) is int and -_MAX <= value <= _MAX:
+                column.append(_NONE[code])
+            elif type(value) is int and -_MAX[code] <= value <= _MAX[code]:
+                column.append(value)
+            elif type(value) is int and -_MAX[_INT64] <= value <= _MAX[_INT64]:
+                column = columns[index] = _widen(column, value)
                 column.append(value)
             else:
-                column.append(_NONE)
+                column.append(_NONE[code])
                 self._overflow[(index, seq)] = value
         self._codes[0].append(self._code(sample.target))
         self._codes[1].append(self._code(sample.rss_source))
@@ -124,8 +139,9 @@ class SampleWindow:
         self._first_seq += 1
 
     def _value(self, index: int, row: int) -> Any:
-        value = self._columns[index][row]
-        if value != _NONE:
+        column = self._columns[index]
+        value = column[row]
+        if value != _NONE[column.typecode]:
             return value
         return self._overflow.get((index, self._first_seq + row))
 
@@ -153,3 +169,10 @@ class SampleWindow:
     def extend(self, samples: Iterable[Sample]) -> None:
         for sample in samples:
             self.append(sample)
+
+
+def _widen(column: array.array[int], value: int) -> array.array[int]:
+    """A copy of `column` in the narrowest width that also holds `value` (an int64), sentinels mapped."""
+    code = next(c for c in _WIDTHS if -_MAX[c] <= value <= _MAX[c])
+    old_none, new_none = _NONE[column.typecode], _NONE[code]
+    return array.array(code, (new_none if v == old_none else v for v in column))

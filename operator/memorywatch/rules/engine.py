@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from memorywatch.api import units
 from memorywatch.pprof.goroutines import GoroutineProfile
+from memorywatch.pprof.memstats import MemStats
 from memorywatch.rules import stacks
 from memorywatch.rules.base import (
     COOLING_DOWN,
@@ -89,6 +90,22 @@ def restart_reason(previous: Sample, current: Sample) -> str | None:
     return None
 
 
+def restart_fields(sample: Sample) -> Sample:
+    """The fields of `sample` that `restart_reason` compares the next sample with, and its time: what a
+    judge keeps of its last sample until the next one, instead of the whole sample (its MemStats and
+    whatever of it no rule keeps anyway: 0.6 KiB a target measured on the Go 1.26 recording, where the
+    rules already hold the last heap sites; more for a target whose heap profile no rule reads)."""
+    memstats = sample.memstats
+    return Sample(
+        target=sample.target,
+        time=sample.time,
+        memstats=MemStats(**{f: getattr(memstats, f) for f in _COUNTERS}) if memstats is not None else None,
+        finalizers_queued=sample.finalizers_queued,
+        finalizers_executed=sample.finalizers_executed,
+        process_start_seconds=sample.process_start_seconds,
+    )
+
+
 class TargetJudge:
     """Judges one target's samples with a fixed set of rules; keep one per target for its whole life."""
 
@@ -138,7 +155,7 @@ class TargetJudge:
             self._started_at = sample.time
         if previous is not None:
             self._interval_seconds = sample.time - previous.time
-        self._previous = sample
+        self._previous = restart_fields(sample)
         if sample.goroutine_profile is not None:
             self._last_profile = sample.goroutine_profile
         breaches: list[Breach] = []

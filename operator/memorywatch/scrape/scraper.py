@@ -133,8 +133,9 @@ class Scraper:
         probes: frozenset[Probe] = frozenset(),
         now: Callable[[], float] = time.time,
     ) -> Sample:
-        """Index page (goroutine count) and streamed heap?debug=1 (MemStats, live heap) concurrently, plus
-        /metrics when the target offers it and goroutine?debug=1 when `Probe.GOROUTINE_STACKS` is asked.
+        """Index page (goroutine count), streamed heap?debug=1 (MemStats, live heap) and /metrics when the
+        target offers it, one after the other over one kept-alive connection; goroutine?debug=1 when
+        `Probe.GOROUTINE_STACKS` is asked (and the dump for `GOROUTINE_DUMP`) next to them.
         Raises exactly one ScrapeError subclass on failure."""
         async with self._sample_slots:
             return await self._sample(target, probes, now)
@@ -148,17 +149,31 @@ class Scraper:
             state.metrics is not False
             or started - state.metrics_checked_at >= self.limits.metrics_reprobe_seconds
         )
-        jobs: dict[str, Coroutine[Any, Any, object]] = {
+        # The requests of every interval run one after the other, so they share one kept-alive connection
+        # per target (each connection kept costs ~12 KiB of client state for the target's lifetime, see
+        # docs/scaling.md); the probes a rule asks for now and then run next to them.
+        in_turn: dict[str, Coroutine[Any, Any, object]] = {
             "index": self._index(target),
             "heap": self._heap(target, force_gc=Probe.FRESH_GC in probes),
         }
-        if Probe.GOROUTINE_STACKS in probes:
-            jobs["goroutines"] = self._goroutines(target)
-        if Probe.GOROUTINE_DUMP in probes:
-            jobs["dump"] = self._goroutine_ids(target)
         if ask_metrics:
-            jobs["metrics"] = self._metrics(target)
-        results = dict(zip(jobs, await asyncio.gather(*jobs.values(), return_exceptions=True), strict=True))
+            in_turn["metrics"] = self._metrics(target)
+        probing: dict[str, Coroutine[Any, Any, object]] = {}
+        if Probe.GOROUTINE_STACKS in probes:
+            probing["goroutines"] = self._goroutines(target)
+        if Probe.GOROUTINE_DUMP in probes:
+            probing["dump"] = self._goroutine_ids(target)
+        deadline = asyncio.get_running_loop().time() + self.limits.total_timeout_seconds
+        serial_jobs = _one_by_one(list(in_turn.values()), deadline)
+        outcomes = await asyncio.gather(serial_jobs, *probing.values(), return_exceptions=True)
+        serial = outcomes[0]
+        if isinstance(serial, BaseException):
+            raise serial  # not one of the requests' own outcomes (those are in the list): a cancellation
+        assert isinstance(serial, list)
+        results = {
+            **dict(zip(in_turn, serial, strict=True)),
+            **dict(zip(probing, outcomes[1:], strict=True)),
+        }
 
         prom = self._settle_metrics(target, state, results.pop("metrics", None), started)
         for name in ("index", "heap", "goroutines"):  # the most telling failure first
@@ -531,3 +546,23 @@ class Scraper:
             truncate_at_cap=truncate_at_cap,
             extra_seconds=extra_seconds,
         )
+
+
+async def _one_by_one(jobs: list[Coroutine[Any, Any, object]], deadline: float) -> list[object]:
+    """Await `jobs` in order, each one's exception kept as its outcome (as `gather(return_exceptions=True)`
+    does), so one failed request does not skip the next; together they end by `deadline` (loop time), as
+    concurrent requests would within their total bound. Runs as its own task (gather), so the deadline set
+    here is seen by these jobs only. If this is cancelled, the jobs not started yet are closed, never left
+    un-awaited."""
+    transport.SHARED_DEADLINE.set(deadline)
+    outcomes: list[object] = []
+    try:
+        for job in jobs:
+            try:
+                outcomes.append(await job)
+            except Exception as exc:  # noqa: BLE001 - the caller picks and raises the telling one
+                outcomes.append(exc)
+    finally:
+        for job in jobs[len(outcomes) + 1 :]:
+            job.close()
+    return outcomes

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import html
 import logging
@@ -32,6 +33,13 @@ from memorywatch.scrape.errors import (
 )
 from memorywatch.scrape.pool import BufferedBytes, ClientPool
 from memorywatch.workers import WorkerError
+
+# A deadline (event-loop time) shared by requests sent one after the other for one sample: each request
+# ends by its own total bound or by this, whichever comes first, so the sample as a whole stays within
+# `total_timeout_seconds` however many requests it sends in turn (scraper._one_by_one sets it).
+SHARED_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "memorywatch_shared_deadline", default=None
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +203,12 @@ async def get(
         )
     server_name = target.tls.server_name if target.tls is not None else None
     origin.in_flight += 1
+    when = asyncio.get_running_loop().time() + total_seconds
+    shared = SHARED_DEADLINE.get()
+    if shared is not None:
+        when = min(when, shared)
     try:
-        async with asyncio.timeout(total_seconds):
+        async with asyncio.timeout_at(when):
             async with origin.session.get(
                 target.url_for(path),
                 params=params,

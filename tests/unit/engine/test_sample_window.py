@@ -102,5 +102,45 @@ def test_a_full_window_costs_a_fraction_of_the_samples_it_replaces() -> None:
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len(window) == 240
-    # 13 int64 columns, the times and two code columns: about 30 KiB, whatever each sample held.
+    # 13 columns (int64 once a value needs it), the times and two code columns: at most ~30 KiB.
     assert after - before < 40 * 1024, after - before
+
+
+def test_a_column_widens_exactly_when_a_value_does_not_fit() -> None:
+    # Each column starts as int16 and widens on the first value it cannot hold; the lowest value of each
+    # width is its None sentinel, so the values next to the sentinels must come back as themselves.
+    edges = [0, None, 1, -1, 2**15 - 1, -(2**15) + 1, None, -(2**15), 2**15, 2**31 - 1, -(2**31) + 1]
+    edges += [None, -(2**31), 2**31, 2**63 - 1, -(2**63) + 1, -(2**63), 2**63, None, 7]
+    window, reference = SampleWindow(len(edges)), collections.deque[Sample](maxlen=len(edges))
+    for i, value in enumerate(edges):
+        memstats = MemStats(heap_alloc=value, num_gc=i)
+        sample = Sample(target="t", time=float(i), goroutines=value, memstats=memstats, rss_bytes=value)
+        window.append(sample)
+        reference.append(sample)
+        samples = window.samples()
+        assert _series(samples) == _series(list(reference))
+        assert [s.goroutines for s in samples] == [s.goroutines for s in reference]
+        assert window.last_goroutines() == value
+
+
+def test_small_counts_and_byte_figures_below_2_gib_take_a_quarter_to_half_of_int64_columns() -> None:
+    samples = [
+        Sample(
+            target="ns/pod",
+            time=1.7e9 + 15.0 * i,
+            goroutines=1000 + i,
+            memstats=MemStats(heap_alloc=300_000_000 + i, num_gc=5000 + i, sys=900_000_000),
+            heap_live_bytes=200_000_000 + 4096 * i,
+            rss_bytes=500_000_000,
+        )
+        for i in range(240)
+    ]
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    window = SampleWindow(240)
+    window.extend(samples)
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 13 columns of int16 or int32 (None is int16), the times and two code columns: ~15 KiB; int64: ~30 KiB.
+    assert after - before < 20 * 1024, after - before
+    assert _series(window.samples()) == _series(samples)
