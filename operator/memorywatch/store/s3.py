@@ -14,7 +14,7 @@ like the filesystem store. The claim is deleted after the manifest is written.
 Every upload carries Content-MD5 and x-amz-checksum-sha256 (the server refuses a corrupted body) and the sha256
 in the object metadata, which `read` checks again on the way back.
 
-Errors: every boto3/botocore exception is translated here; nothing from botocore escapes. `StoreUnavailable`
+Errors: every boto3/botocore exception is translated (`store/s3_errors.py`); nothing from botocore escapes. `StoreUnavailable`
 for refused credentials ("check the credentials Secret"), a missing bucket, an unreachable endpoint ("S3
 endpoint unreachable", after boto3's retries) and 5xx answers; `CaptureNotFound` for a missing capture file;
 `StoreError` for anything else the server refuses. Messages name the bucket and endpoint, never the secret key.
@@ -33,7 +33,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -41,18 +41,13 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
 )
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from memorywatch.store.base import (
     MANIFEST_NAME,
     CaptureKey,
     CaptureNotFound,
     CaptureRef,
-    FileRecord,
     StoreError,
     StoreUnavailable,
     check_capture_path,
@@ -61,13 +56,14 @@ from memorywatch.store.base import (
 )
 from memorywatch.store.fallback import FallbackStore
 from memorywatch.store.filesystem import STALE_PARTIAL_SECONDS
+from memorywatch.store.s3_errors import translate
+from memorywatch.store.s3_pending import CLAIM_NAME, S3PendingCapture
 
 # FallbackStore is re-exported: the operator builds `FallbackStore(S3Store(...), FilesystemStore(pvc))`.
-__all__ = ["FallbackStore", "S3PendingCapture", "S3Store"]
+__all__ = ["CLAIM_NAME", "FallbackStore", "S3PendingCapture", "S3Store"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_NAME = ".capture-in-progress"
 PROBE_PREFIX = ".memorywatch-probe-"
 SHA256_METADATA = "sha256"
 #: Object metadata on everything the operator writes; the sweep deletes nothing without it.
@@ -80,12 +76,6 @@ SWEEP_MAX_SECONDS = 30.0
 _CAPTURE_DEPTH = 5
 _MAX_FOLDER_ATTEMPTS = 5
 _DELETE_BATCH = 1000
-# Codes S3 and S3-compatible servers use when the key pair itself is wrong (versitygw says XAdminUserNotFound).
-_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "XAdminUserNotFound", "InvalidToken",
-                               "ExpiredToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed",
-                               "InvalidClientTokenId"})  # fmt: skip
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
-PERMISSIONS_HINT = "s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject"
 
 
 def _digests(data: bytes) -> tuple[str, str, str]:
@@ -220,42 +210,8 @@ class S3Store:
 
     def translate(self, e: BotoCoreError | ClientError, doing: str) -> StoreError:
         """One botocore failure as the store's error, saying what we were doing and what to check."""
-        where = f"{self.location} at {self.endpoint}"
-        if isinstance(e, ClientError):
-            error = e.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            said = self._scrub(f"{code}: {error.get('Message', '')}".rstrip(": "))
-            if code == "NoSuchBucket":
-                return StoreUnavailable(
-                    f"{doing}: the bucket {self.bucket!r} does not exist at {self.endpoint}; create it or "
-                    "fix the bucket name"
-                )
-            if code in _CREDENTIAL_CODES:
-                return StoreUnavailable(
-                    f"{doing}: {where} refused the credentials ({said}); check the credentials Secret "
-                    "(access key id and secret access key)"
-                )
-            if code == "AccessDenied" or status == 403:
-                return StoreUnavailable(
-                    f"{doing}: {where} denied access ({said}); check the credentials Secret and that its key "
-                    f"is allowed {PERMISSIONS_HINT} on the bucket"
-                )
-            if code in _NOT_FOUND_CODES or status == 404:
-                return CaptureNotFound(f"{doing}: not found in {where} ({said})")
-            if (isinstance(status, int) and status >= 500) or code in ("SlowDown", "RequestTimeout"):
-                return StoreUnavailable(f"{doing}: {where} failed after retries ({said})")
-            return StoreError(f"{doing}: {where} refused the request ({said})")
-        if isinstance(e, NoCredentialsError | PartialCredentialsError):
-            return StoreUnavailable(
-                f"{doing}: no S3 credentials for {self.location}: {self._scrub(e)}; check the credentials "
-                "Secret (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or the workload identity"
-            )
-        if isinstance(e, BotoConnectionError | HTTPClientError):
-            return StoreUnavailable(
-                f"{doing}: S3 endpoint unreachable ({self.endpoint}, bucket {self.bucket}): {self._scrub(e)}"
-            )
-        return StoreUnavailable(f"{doing}: {where}: {self._scrub(e)}")
+        return translate(e, doing, bucket=self.bucket, location=self.location, endpoint=self.endpoint,
+                         scrub=self._scrub)  # fmt: skip
 
     def call(self, doing: str, operation: str, **params: Any) -> Any:
         """Run one S3 operation; any failure comes back as the store's own error."""
@@ -458,65 +414,3 @@ class S3Store:
             self.delete_keys(doing, [manifest])
         self.delete_keys(doing, [k for k in keys if k != manifest])
         return True
-
-
-class S3PendingCapture:
-    """A capture folder being uploaded; see the module docstring for why it stays invisible until commit."""
-
-    def __init__(self, store: S3Store, path: str) -> None:
-        self._store = store
-        self._path = path
-        self._uploaded: list[str] = [store.key_of(path, CLAIM_NAME)]
-        self._manifest_tried = False
-        self._done = False
-
-    @property
-    def location(self) -> str:
-        return self._store.location_of(self._path)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def write(self, name: str, data: bytes) -> FileRecord:
-        if name != safe_segment(name) or name in (MANIFEST_NAME, CLAIM_NAME):
-            raise StoreError(f"refusing to write a capture file named {name!r}")
-        key = self._store.key_of(self._path, name)
-        self._uploaded.append(key)
-        self._store.put(f"cannot upload {name} to {self.location}", key, data)
-        return FileRecord.of(name, data)
-
-    def commit(self, manifest: Mapping[str, Any]) -> str:
-        body = json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
-        self._manifest_tried = True
-        try:
-            self._store.put(
-                f"cannot complete the capture {self.location}",
-                self._store.key_of(self._path, MANIFEST_NAME),
-                body,
-            )
-        except StoreError:
-            self.abort()
-            raise
-        self._done = True
-        claim = self._store.key_of(self._path, CLAIM_NAME)
-        try:
-            self._store.call(f"cannot remove the claim of {self.location}", "delete_object", Key=claim)
-        except StoreError as e:  # the capture is complete and visible; a leftover claim is harmless
-            log.warning("%s", e)
-        return self.location
-
-    def abort(self) -> None:
-        """Delete what was uploaded (the manifest first, if a commit was attempted). Never raises: it runs
-        in cleanup paths, and what it cannot delete has no manifest, so `sweep_partials` removes it later."""
-        if self._done:
-            return
-        self._done = True
-        doing = f"cannot delete the aborted capture {self.location}"
-        try:
-            if self._manifest_tried:
-                key = self._store.key_of(self._path, MANIFEST_NAME)
-                self._store.call(doing, "delete_object", Key=key)
-            self._store.delete_keys(doing, list(dict.fromkeys(self._uploaded)))
-        except StoreError as e:
-            log.warning("%s; it stays invisible and will be swept", e)
