@@ -187,12 +187,16 @@ async def test_secret_reads_failing_for_a_minute_through_a_real_proxy(
             c.cooldowns[(pod_name, "kept", "Capture")] = time.time() + 3600
             watcher = c.watcher
             seen_degraded: set[str] = set()
-            reads_before = secret_reads()
+            reads_before, reads_since = secret_reads(), time.monotonic()
 
             for status, cause in ((500, "ApiUnavailable"), (429, "TooManyRequests")):
                 proxy.fail_secrets(status, 30)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
+                # Polled through the fault and, until the condition is seen, a while after it: a status
+                # write taken during the fault may land late on a loaded machine.
+                fault_ends = time.monotonic() + 30
+                while time.monotonic() < fault_ends or (
+                    cause not in seen_degraded and time.monotonic() < fault_ends + 20
+                ):
                     await asyncio.sleep(1)
                     assert c.watcher is watcher and c.pods.names() == [pod_name], "the target is kept"
                     assert growth(c, "kept", pod_name), "its series too"
@@ -205,7 +209,7 @@ async def test_secret_reads_failing_for_a_minute_through_a_real_proxy(
             assert proxy.injected[500] >= 3 and proxy.injected[429] >= 3, proxy.injected
             # Reads the controller made (the kubernetes client itself repeats a 429 with Retry-After up to 3
             # times, so the proxy sees more requests than that).
-            assert secret_reads() - reads_before <= 60 / 5 + 3, (
+            assert secret_reads() - reads_before <= (time.monotonic() - reads_since) / 5 + 3, (
                 "Secret reads are spaced out, not one per tick"
             )
             warnings = [e for e in core.list_namespaced_event(namespace).items

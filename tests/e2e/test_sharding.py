@@ -29,7 +29,9 @@ from memorywatch.k8s import Kube
 from memorywatch.targets import PodInfo, pod_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-LEASE_SECONDS = 3.0
+#: Long enough that a starved event loop on two loaded cores (the full suite) renews and reads well within it; the
+#: bounds asserted below are the design's (two durations for a takeover, one for a clean leave), not slack.
+LEASE_SECONDS = 10.0
 PODS = 60
 
 
@@ -122,7 +124,7 @@ async def test_members_split_pods_and_take_over_a_silent_members_pods(
     coordination = client.CoordinationV1Api(cluster.api_client())
     leases = coordination.list_namespaced_lease(namespace, label_selector=f"{GROUP_LABEL}=e2e").items
     assert {x.metadata.name for x in leases} == {lease_name(i) for i in everyone}
-    assert {x.spec.lease_duration_seconds for x in leases} == {3}
+    assert {x.spec.lease_duration_seconds for x in leases} == {int(LEASE_SECONDS)}
 
     # c stops renewing (a replica frozen or cut off): a and b drop it within two lease durations and take its pods.
     await c.stop_renewing()

@@ -30,6 +30,8 @@ ALWAYS = [{"name": "always", "kind": "Threshold", "expression": "goroutines >= 0
 #: Generous for the full CI on two loaded cores: both processes start, follow the pods and capture.
 ACT_SECONDS = 240
 QUIET_SECONDS = 20
+#: How long an action already past its guards (one API request) is given to land after a suspension is seen.
+IN_FLIGHT_SECONDS = 5
 
 
 @pytest.fixture
@@ -215,6 +217,12 @@ def test_two_operators_do_nothing_after_suspend_or_delete(
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "api", {"spec": {"suspend": True}}
     )
+    # An eviction whose guard read the watch just before the patch may still be on its way to the API server
+    # (one request, slow on two loaded cores): sampling starts once the suspension is acknowledged in the
+    # status and that request has had time to land.
+    wait_until(lambda: condition(get_mw(custom, namespace, "api"), "Ready").get("reason") == "Suspended",
+               60, "the suspension acknowledged", interval=0.5)  # fmt: skip
+    time.sleep(IN_FLIGHT_SECONDS)
     before = taken(action_events(core, namespace, "api", "EvictPod"))
     with PodSampler(core, namespace, "api") as suspended:
         time.sleep(QUIET_SECONDS)
