@@ -92,18 +92,24 @@ def test_clear_forgets_everything_and_an_empty_window_has_no_goroutine_count() -
         SampleWindow(0)
 
 
-def test_a_full_window_costs_a_fraction_of_the_samples_it_replaces() -> None:
-    rnd = random.Random(1)
-    samples = [random_sample(rnd, i) for i in range(240)]
+def filled_window(samples: list[Sample]) -> tuple[SampleWindow, int]:
+    """A window of len(samples) filled with them, and the bytes (tracemalloc) it took to build."""
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
-    window = SampleWindow(240)
+    window = SampleWindow(len(samples))
     window.extend(samples)
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    return window, after - before
+
+
+def test_a_full_window_costs_a_fraction_of_the_samples_it_replaces() -> None:
+    rnd = random.Random(1)
+    samples = [random_sample(rnd, i) for i in range(240)]
+    window, traced = filled_window(samples)
     assert len(window) == 240
     # 13 columns (int64 once a value needs it), the times and two code columns: at most ~30 KiB.
-    assert after - before < 40 * 1024, after - before
+    assert traced < 40 * 1024, traced
 
 
 def test_a_column_widens_exactly_when_a_value_does_not_fit() -> None:
@@ -135,12 +141,7 @@ def test_small_counts_and_byte_figures_below_2_gib_take_a_quarter_to_half_of_int
         )
         for i in range(240)
     ]
-    tracemalloc.start()
-    before, _ = tracemalloc.get_traced_memory()
-    window = SampleWindow(240)
-    window.extend(samples)
-    after, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    window, traced = filled_window(samples)
     # 13 columns of int16 or int32 (None is int16), the times and two code columns: ~15 KiB; int64: ~30 KiB.
-    assert after - before < 20 * 1024, after - before
+    assert traced < 20 * 1024, traced
     assert _series(window.samples()) == _series(samples)
