@@ -46,6 +46,11 @@ class RawServer:
     def url(self) -> str:
         return f"http://{self._host}:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Connections a client holds open to this server right now."""
+        return len(self._writers)
+
     async def __aenter__(self) -> RawServer:
         self._server = await asyncio.start_server(self._serve, self._host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]

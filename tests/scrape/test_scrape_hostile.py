@@ -484,9 +484,11 @@ async def test_heap_text_in_odd_chunks_or_compressed_by_a_proxy_parses_the_same(
     assert sample.heap_live_objects == expected.live_objects_estimate
 
 
-async def test_targets_that_went_away_leave_no_connection_pools_behind(
+async def test_targets_that_went_away_leave_no_connections_behind(
     recorded: Callable[[str], bytes],
 ) -> None:
+    """Each target keeps its one connection across samples; the targets no longer sampled (deleted pods) have
+    theirs closed after the keep-alive expiry, and every target shares one session per TLS setting."""
     limits = Limits(keepalive_expiry_seconds=0.3)
     async with (
         RawServer(go_like(recorded, {})) as a,
@@ -496,10 +498,16 @@ async def test_targets_that_went_away_leave_no_connection_pools_behind(
     ):
         for server in (a, b, c):
             await scraper.sample(TargetConfig(server.url))
-        assert scraper.open_origins == 3
-        await asyncio.sleep(0.4)
-        await scraper.sample(TargetConfig(a.url))  # only `a` is still watched
-        assert scraper.open_origins == 1
+        assert [s.open_connections for s in (a, b, c)] == [1, 1, 1]
+        assert scraper.open_sessions == 1, "one session for the three plain-HTTP targets"
+        deadline = asyncio.get_running_loop().time() + 10
+        while b.open_connections or c.open_connections:  # aiohttp closes them within about two expiries
+            assert asyncio.get_running_loop().time() < deadline, "idle connections were never closed"
+            await scraper.sample(TargetConfig(a.url))  # only `a` is still watched
+            await asyncio.sleep(0.1)
+        await scraper.sample(TargetConfig(a.url))
+        assert a.connections >= 1 and a.open_connections == 1
+        assert scraper.open_sessions == 1
 
 
 async def test_samples_in_flight_are_bounded(recorded: Callable[[str], bytes]) -> None:

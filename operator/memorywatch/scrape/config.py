@@ -162,7 +162,7 @@ class Limits:
       the scraper keeps what it read and marks it truncated, because partial stacks are still evidence.
 
     Pool sizing (not per request):
-    - `max_connections_per_target=8`: connections open to one target (origin). A sample's requests go
+    - `max_connections_per_target=8`: connections open to one target (its host and port). A sample's requests go
       one after the other over one connection (a probe a rule asks for adds one), a capture uses a few; further requests wait for a free one (inside the total timeout) rather
       than open ever more sockets to one pod.
     - `keepalive_expiry_seconds=75`: longer than the usual interval (30 s) so each target's connection

@@ -1,4 +1,5 @@
-"""Connection pooling for many targets: one small aiohttp session per origin, one SSLContext per TLS setting."""
+"""Connection pooling for many targets: one aiohttp session per TLS setting, shared by every target that has
+it, with a few kept-alive connections per target; one SSLContext per TLS setting."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class BufferedBytes:
 
 @dataclasses.dataclass(slots=True)
 class Origin:
-    """One target's connections: an aiohttp session of its own (about 5 KiB) and what uses it right now."""
+    """The session the targets of one TLS setting share, and what uses it right now."""
 
     session: aiohttp.ClientSession
     in_flight: int = 0
@@ -45,28 +46,30 @@ class Origin:
 
 
 class ClientPool:
-    """A small HTTP/1.1 connection pool per origin, so connections are kept alive per target across
-    intervals and finding a free one is constant work whatever the number of targets.
+    """HTTP/1.1 connections kept alive per target across intervals.
 
-    Each origin (a target's base URL with its TLS setting) gets its own `aiohttp.ClientSession` with up to
-    `max_connections_per_target` connections; further requests wait for a free one inside their total
-    timeout. A connection idle for `keepalive_expiry_seconds` is closed by aiohttp, and an origin with
-    nothing in flight for that long is closed here, so targets that went away (deleted pods) leave nothing
-    behind. One `SSLContext` per TLS setting is shared by all origins (loading the system CA store costs
-    about 1 MiB and milliseconds; it must not happen per origin). No proxy from the environment, no cookie
-    jar (a target's Set-Cookie would otherwise grow one), no redirects followed (the caller refuses them),
-    no automatic decompression (transport.Body undoes Content-Encoding under the byte caps).
+    Every target with the same TLS setting shares one `aiohttp.ClientSession`, whose connector keeps each
+    target's (host, port) connections apart: up to `max_connections_per_target` of them, further requests
+    of that target wait for a free one inside their total timeout, and finding a free one is a dictionary
+    lookup whatever the number of targets. A session per target cost ~6 KiB more per target (its connector,
+    timers and request machinery; measured with tracemalloc, docs/scaling.md). aiohttp closes a connection
+    idle for `keepalive_expiry_seconds`, so targets that went away (deleted pods) leave no socket behind,
+    and a TLS setting no target has used for that long has its session closed here. One `SSLContext` per
+    TLS setting (loading the system CA store costs about 1 MiB and milliseconds; it must not happen per
+    target). No proxy from the environment, no cookie jar (a target's Set-Cookie would otherwise grow one),
+    no redirects followed (the caller refuses them), no automatic decompression (transport.Body undoes
+    Content-Encoding under the byte caps).
     """
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._contexts: dict[TLSConfig | None, ssl.SSLContext] = {}
-        self._origins: dict[tuple[str, TLSConfig | None], Origin] = {}
+        self._origins: dict[TLSConfig | None, Origin] = {}
         self._next_sweep = 0.0
         self.buffered = BufferedBytes(limits.max_buffered_bytes)
         self.timeout = aiohttp.ClientTimeout(
             total=None,  # the caller's asyncio.timeout bounds the whole request, body and parsing included
-            connect=None,  # waiting for a free connection of the origin: bounded by that total only
+            connect=None,  # waiting for a free connection of the target: bounded by that total only
             sock_connect=limits.connect_timeout_seconds,  # TCP connect plus the TLS handshake
             sock_read=limits.read_timeout_seconds,  # the longest silence between two reads
         )
@@ -80,19 +83,18 @@ class ClientPool:
         return context
 
     async def origin_for(self, target: TargetConfig) -> Origin:
-        """The origin of `target`, opened on first use. The caller counts itself in `in_flight` while it
-        holds a response, so an origin is never closed under a request."""
+        """The session for `target`'s TLS setting, opened on first use. The caller counts itself in
+        `in_flight` while it holds a response, so a session is never closed under a request."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self._limits.keepalive_expiry_seconds
             await self._sweep(now)
-        key = (target.url, target.tls)
-        origin = self._origins.get(key)
+        origin = self._origins.get(target.tls)
         if origin is None:
             connector = aiohttp.TCPConnector(
                 ssl=self.ssl_context(target.tls),  # used for https:// only; never False (no verification)
-                limit=self._limits.max_connections_per_target,
-                limit_per_host=0,
+                limit=0,  # the scraper bounds the samples in flight; this bounds each target's share
+                limit_per_host=self._limits.max_connections_per_target,
                 keepalive_timeout=self._limits.keepalive_expiry_seconds,
             )
             session = aiohttp.ClientSession(
@@ -104,7 +106,7 @@ class ClientPool:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
             )
-            origin = self._origins[key] = Origin(session)
+            origin = self._origins[target.tls] = Origin(session)
         origin.last_used = now
         return origin
 
@@ -117,6 +119,7 @@ class ClientPool:
 
     @property
     def origin_count(self) -> int:
+        """Open sessions: one per TLS setting in use."""
         return len(self._origins)
 
     async def aclose(self) -> None:

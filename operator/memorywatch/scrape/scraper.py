@@ -65,7 +65,7 @@ class _TargetState:
 
 class Scraper:
     """Scrapes Go targets over HTTP. Use as `async with Scraper() as s:`; safe to share between many tasks
-    on one event loop. A small aiohttp session per origin (scrape/pool.py); per-target state is a few capability bits.
+    on one event loop. One aiohttp session per TLS setting, with each target's connections kept alive (scrape/pool.py); per-target state is a few capability bits.
 
     `proc_rss` reads the current RSS of loopback targets from /proc (Linux; see procrss), preferred over
     MaxRSS but not over the target's own Prometheus figure. `max_targets` bounds the remembered state; the
@@ -120,8 +120,9 @@ class Scraper:
         return len(self._states)
 
     @property
-    def open_origins(self) -> int:
-        """How many per-origin connection pools are open; idle ones close after the keep-alive expiry."""
+    def open_sessions(self) -> int:
+        """How many HTTP sessions are open: one per TLS setting in use (idle ones close after the keep-alive
+        expiry; each target's connections close when idle that long)."""
         return self._pool.origin_count if self._pool is not None else 0
 
     # -- the per-interval sample -------------------------------------------------------------------------
