@@ -630,6 +630,17 @@ def test_operator_restart_leaves_no_duplicate_capture_or_action(
         120,
         "the new operator to be ready",
     )
+
+    def scraping() -> bool:
+        try:
+            code, text = http_get(f"http://{op.pod().status.pod_ip}:9090/metrics")
+        except OSError:  # not listening yet
+            return False
+        ok = [ln for ln in text.splitlines() if ln.startswith('memorywatch_scrapes_total{result="ok"}')]
+        return code == 200 and bool(ok) and float(ok[0].split()[-1]) > 0
+
+    # The quiet period counts from the new operator's first scrapes, not from its readiness.
+    wait_for(scraping, 120, "the new operator to scrape its targets")
     time.sleep(75)  # more than a window plus warm-up: a forgetful operator would capture again by now
     for key in ("heap", "dry"):
         after = _status(op, settled[key])
