@@ -349,7 +349,7 @@ async def build_store(
         policy = s3_policy if s3_policy is not None else S3Policy()
         try:
             check_credentials(s3.bucket, bool(s3.credentials_secret), policy)
-            await asyncio.to_thread(check_endpoint, s3.endpoint, policy, system_resolver)
+            checked = await asyncio.to_thread(check_endpoint, s3.endpoint, policy, system_resolver)
         except S3PolicyError as e:
             raise StoreUnavailable(str(e)) from None
         key_id = secret = None
@@ -373,6 +373,7 @@ async def build_store(
             access_key_id=key_id.strip() if key_id else None,
             secret_access_key=secret.strip() if secret else None,
             force_path_style=s3.force_path_style,
+            pinned_addresses=checked,  # no second DNS answer (rebinding) is ever used
         )
     else:
         assert default_s3 is not None

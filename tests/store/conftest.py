@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,12 @@ def versitygw_binary() -> pathlib.Path:
 @pytest.fixture
 def s3_server_factory(
     versitygw_binary: pathlib.Path, tmp_path: pathlib.Path
-) -> Iterator[Callable[[], S3Server]]:
+) -> Iterator[Callable[..., S3Server]]:
     """Start a dedicated versitygw (for tests that stop it); all of them are stopped at teardown."""
     started: list[S3Server] = []
 
-    def start() -> S3Server:
-        server = S3Server(versitygw_binary, tmp_path / f"versitygw-{len(started)}")
+    def start(**settings: Any) -> S3Server:
+        server = S3Server(versitygw_binary, tmp_path / f"versitygw-{len(started)}", **settings)
         started.append(server)
         return server.start()
 

@@ -7,6 +7,7 @@ import os
 import pathlib
 import secrets
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -36,10 +37,13 @@ class S3Server:
     access_key: str = dataclasses.field(default_factory=lambda: "mwtest" + secrets.token_hex(6))
     secret_key: str = dataclasses.field(default_factory=lambda: secrets.token_hex(20))
     process: subprocess.Popen[bytes] | None = None
+    #: (certificate, key) files: serve https with them instead of http; `ca_file` verifies them.
+    tls: tuple[str, str] | None = None
+    ca_file: str | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def data_dir(self) -> pathlib.Path:
@@ -54,14 +58,19 @@ class S3Server:
         (self.workdir / "meta").mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROOT_", "VGW_"))}
         env.update(ROOT_ACCESS_KEY=self.access_key, ROOT_SECRET_KEY=self.secret_key, GOMAXPROCS="1")
-        argv = [str(self.binary), "--port", f"127.0.0.1:{self.port}", "--health", "/health", "--quiet",
+        tls = ["--cert", self.tls[0], "--key", self.tls[1]] if self.tls else []
+        argv = [str(self.binary), "--port", f"127.0.0.1:{self.port}", "--health", "/health", "--quiet", *tls,
                 "posix", "--sidecar", str(self.workdir / "meta"), str(self.data_dir)]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        unverified = ssl.create_default_context()
+        unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE  # only asks /health
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified)
+        )
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"versitygw exited with {self.process.returncode}:\n{self.log_path.read_text()}")
@@ -95,6 +104,7 @@ class S3Server:
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+            verify=self.ca_file if self.tls else None,
         )
 
     def create_bucket(self) -> str:

@@ -76,10 +76,11 @@ def host_of(endpoint: str) -> tuple[str, int | None]:
     return parts.hostname.lower().rstrip("."), port
 
 
-def check_endpoint(endpoint: str | None, policy: S3Policy, resolve: Resolver) -> None:
-    """Raise S3PolicyError naming the reason when a watch may not use `endpoint` (None: AWS, always allowed)."""
+def check_endpoint(endpoint: str | None, policy: S3Policy, resolve: Resolver) -> list[str]:
+    """The addresses `endpoint`'s host resolves to, every one checked: the store connects to these only (None:
+    AWS, always allowed, nothing pinned). Raises S3PolicyError naming the reason when a watch may not use it."""
     if endpoint is None:
-        return
+        return []
     field = "spec.capture.storage.s3.endpoint"
     host, port = host_of(endpoint)
     host_port = f"{host}:{port}" if port is not None else host
@@ -92,7 +93,7 @@ def check_endpoint(endpoint: str | None, policy: S3Policy, resolve: Resolver) ->
             f"(it lists {listed}); ask the platform team to add it"
         )
     try:
-        check_addresses(host, policy.allowed_cidrs, resolve)
+        return check_addresses(host, policy.allowed_cidrs, resolve)
     except EgressRefused as e:
         raise S3PolicyError(
             f"{field} {endpoint}: {e}; refused unless the Helm value store.s3Policy.allowedCIDRs lists it"

@@ -33,7 +33,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -58,6 +58,7 @@ from memorywatch.store.fallback import FallbackStore
 from memorywatch.store.filesystem import STALE_PARTIAL_SECONDS
 from memorywatch.store.s3_errors import translate
 from memorywatch.store.s3_pending import CLAIM_NAME, S3PendingCapture
+from memorywatch.store.s3_pinning import PinningUnsupported, pin_client
 
 # FallbackStore is re-exported: the operator builds `FallbackStore(S3Store(...), FilesystemStore(pvc))`.
 __all__ = ["CLAIM_NAME", "FallbackStore", "S3PendingCapture", "S3Store"]
@@ -95,6 +96,8 @@ class S3Store:
     Methods are synchronous and safe to call from several threads at once (the engine calls them through
     `asyncio.to_thread`): one boto3 client per store, created lazily under a lock, because boto3 clients are
     thread-safe but sessions are not. `max_attempts` counts boto3's attempts per request (retries included).
+    `pinned_addresses` (the addresses `store.policy.check_endpoint` checked) sends every connection there
+    instead of resolving the endpoint's name again (`store/s3_pinning.py`).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class S3Store:
         connect_timeout_seconds: float = 5,
         read_timeout_seconds: float = 30,
         max_attempts: int = 3,
+        pinned_addresses: Sequence[str] | None = None,
     ) -> None:
         if not bucket or "/" in bucket:
             raise StoreError(f"not an S3 bucket name: {bucket!r}")
@@ -135,6 +139,8 @@ class S3Store:
         )
         self._client: Any = None
         self._client_lock = threading.Lock()
+        # The addresses the S3 policy checked: every connection goes there, whatever DNS says later.
+        self._pinned = tuple(pinned_addresses) if pinned_addresses else ()
 
     def __repr__(self) -> str:
         return f"S3Store({self.location!r}, endpoint={self.endpoint})"
@@ -176,8 +182,11 @@ class S3Store:
                         aws_secret_access_key=self._secret_access_key,
                         region_name=self.region,
                     )
-                    self._client = session.client("s3", endpoint_url=self.endpoint_url, config=self._config)
-                except (BotoCoreError, ValueError) as e:
+                    client = session.client("s3", endpoint_url=self.endpoint_url, config=self._config)
+                    if self._pinned:
+                        pin_client(client, self._pinned)
+                    self._client = client
+                except (BotoCoreError, ValueError, PinningUnsupported) as e:
                     raise StoreUnavailable(
                         f"cannot set up the S3 client for {self.location} at {self.endpoint}: {self._scrub(e)}"
                     ) from e
