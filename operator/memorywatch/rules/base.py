@@ -17,7 +17,7 @@ from memorywatch.rules import random_walk
 from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
-from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
+from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats, cannot_pass
 from memorywatch.rules.trend import judge as judge_window
 from memorywatch.samples import Sample
 
@@ -412,12 +412,11 @@ class TrendRule(Rule):
             return False
         if trend.sustained:
             return True
-        if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
-            return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
+        relaxed_growth = self.min_growth * SUSPICION_GROWTH_SHARE
+        if cannot_pass(stats, min_growth=relaxed_growth, min_points=self.min_points):
+            return False  # too few points, the relaxed floor tests, or the slope's bound reject it
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
-        relaxed = judge_window(
-            stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
-        )
+        relaxed = judge_window(stats, min_growth=relaxed_growth, min_points=self.min_points)
         return relaxed.sustained
 
     @staticmethod

@@ -26,9 +26,11 @@ on randomized series, and the lazily computed growth with the eager one.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -131,13 +133,39 @@ def floors_columns(times: Columns, values: Columns, segments: int) -> tuple[floa
     start, end = times[0], times[-1]
     width = (end - start) / segments
     if width > 0:
+        if all(map(operator.le, times, itertools.islice(times, 1, None))):
+            return _sorted_floors(times, values, segments, start, width)
         buckets: list[list[float]] = [[] for _ in range(segments)]
         last = segments - 1
         for time, value in zip(times, values, strict=True):
             buckets[min(int((time - start) / width), last)].append(value)
         if all(buckets):
             return tuple(min(bucket) for bucket in buckets)
-    size = len(times) / segments
+    return _index_floors(len(times), values, segments)
+
+
+def _sorted_floors(
+    times: Columns, values: Columns, segments: int, start: float, width: float
+) -> tuple[float, ...]:
+    """`floors_columns` for non-decreasing times: a time's slice, min(int((time − start) / width), last), only
+    grows with the time (each step is monotone), so each slice is one run of indices; its first index is
+    found by bisection and its minimum taken over the run (the same values in the same order)."""
+
+    def segment(time: float) -> int:
+        return int((time - start) / width)
+
+    bounds = [0]
+    for k in range(1, segments):
+        bounds.append(bisect.bisect_left(times, k, lo=bounds[-1], key=segment))
+    bounds.append(len(times))
+    if all(map(operator.lt, bounds, itertools.islice(bounds, 1, None))):  # no empty slice
+        return tuple(min(values[a:b]) for a, b in itertools.pairwise(bounds))
+    return _index_floors(len(times), values, segments)
+
+
+def _index_floors(n: int, values: Columns, segments: int) -> tuple[float, ...]:
+    """The minimum of each of `segments` equal runs of the `n` points, by index."""
+    size = n / segments
     return tuple(min(values[round(i * size) : round((i + 1) * size)]) for i in range(segments))
 
 
@@ -283,8 +311,9 @@ def judge(
 ) -> Trend:
     """The verdict on one measured window against `min_growth`; each test runs only if those before passed.
 
-    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails the
-    slope's upper bound or a floor test is not sustained whatever its slope: its slope, its growth and the
+    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails a
+    floor test (tested first: the floors are already measured) or the slope's upper bound is not sustained
+    whatever its slope: its slope, its growth and the
     reason (the first failed test, in the order: points, rate, floors) are then computed when read."""
     n, window_seconds = stats.n, stats.window_seconds
     slope: float | Callable[[], float] = stats.fitted_slope
@@ -292,10 +321,10 @@ def judge(
     reason: str | Callable[[], str]
     if n < min_points:
         reason = f"too few points ({n} < {min_points})"
-    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
-        reason = RATE_FAILED
     elif floors_failed := _floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage):
         reason = functools.partial(_rate_or, stats, min_growth, floors_failed)
+    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
+        reason = RATE_FAILED
     else:
         slope, growth = stats.slope, stats.growth()
         reason = RATE_FAILED if growth < min_growth else ""
@@ -344,8 +373,21 @@ RATE_FAILED = "growth below the minimum"
 
 
 def _rate_or(stats: WindowStats, min_growth: float, floors_failed: str) -> str:
-    """The first failed test of a window whose floors failed: the rate test comes first."""
-    return RATE_FAILED if stats.growth() < min_growth else floors_failed
+    """The first failed test of a window whose floors failed: the rate test comes first (the slope's bound
+    decides it without the slope when it can)."""
+    if stats.growth_bound() < min_growth or stats.growth() < min_growth:
+        return RATE_FAILED
+    return floors_failed
+
+
+def cannot_pass(stats: WindowStats, *, min_growth: float, min_points: int = MIN_POINTS) -> bool:
+    """True when `judge(stats, min_growth=…)` is certainly not sustained by its cheap tests alone (too few
+    points, floors, the slope's upper bound), without building the Trend; False says nothing."""
+    return (
+        stats.n < min_points
+        or bool(_floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage))
+        or stats.growth_bound() < min_growth
+    )
 
 
 def _floors_why_not(min_growth: float, floors: tuple[float, ...], floor_rise: float, coverage: float) -> str:
