@@ -136,7 +136,7 @@ def kpss_eta(times: Sequence[float], values: Sequence[float]) -> float | None:
     slope = sum((t - mt) * (v - mv) for t, v in zip(times, values, strict=True)) / sxx
     e = [v - mv - slope * (t - mt) for t, v in zip(times, values, strict=True)]
     lags = min(n - 1, int(4 * (n / 100) ** 0.25))
-    variance = sum(map(operator.mul, e, e)) / n
+    variance: float = sum(map(operator.mul, e, e)) / n
     for lag in range(1, lags + 1):  # Σ e[i]·e[i − lag] over i ≥ lag, in order
         variance += 2 * (1 - lag / (lags + 1)) * sum(map(operator.mul, e[lag:], e)) / n
     if variance <= 0:
