@@ -105,19 +105,26 @@ def variance_inflation(times: Sequence[float], values: Sequence[float], slope: f
     return max(1.0, 1 + 2 * total / (n * (n - 1) * (n - 2)))
 
 
-def mann_kendall_s(values: Sequence[float]) -> int:
-    """S = Σ sign(x_j − x_i) over every pair i < j. Without NaN, in O(n log n): walking from the newest value
-    back, the later values kept sorted say at once how many are above and below the current one (equal ones
-    count in neither, as sign 0). A NaN compares false both ways (sign 0), which bisection cannot order:
-    then pair by pair."""
+def pair_signs(values: Sequence[float]) -> tuple[int, int]:
+    """(pairs i < j with x_j > x_i, pairs with x_j < x_i). Without NaN, in O(n log n): walking from the newest
+    value back, the later values kept sorted say at once how many are above and below the current one (equal
+    ones count in neither). A NaN compares false both ways, which bisection cannot order: then pair by pair."""
     if not all(map(operator.eq, values, values)):
-        return sum((b > a) - (b < a) for i, a in enumerate(values) for b in values[i + 1 :])
-    s = 0
+        above = sum(b > a for i, a in enumerate(values) for b in values[i + 1 :])
+        return above, sum(b < a for i, a in enumerate(values) for b in values[i + 1 :])
+    above = below = 0
     later: list[float] = []
     for value in reversed(values):
-        s += len(later) - bisect.bisect_right(later, value) - bisect.bisect_left(later, value)
+        above += len(later) - bisect.bisect_right(later, value)
+        below += bisect.bisect_left(later, value)
         bisect.insort(later, value)
-    return s
+    return above, below
+
+
+def mann_kendall_s(values: Sequence[float]) -> int:
+    """S = Σ sign(x_j − x_i) over every pair i < j (an exact integer, from `pair_signs`)."""
+    above, below = pair_signs(values)
+    return above - below
 
 
 def mann_kendall_test(times: Sequence[float], values: Sequence[float], slope: float) -> MannKendall:

@@ -37,7 +37,13 @@ from typing import Any
 from memorywatch.rules import mann_kendall as mk
 from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.series import Point
-from memorywatch.rules.theil_sen import MAX_PAIRWISE_POINTS, Columns, theil_sen_columns, theil_sen_upper_bound
+from memorywatch.rules.theil_sen import (
+    MAX_PAIRWISE_POINTS,
+    Columns,
+    theil_sen_columns,
+    theil_sen_rising,
+    theil_sen_upper_bound,
+)
 from memorywatch.rules.theil_sen import evenly_columns as _evenly_columns
 
 MIN_POINTS = 8
@@ -239,6 +245,17 @@ class WindowStats:
         if self._slope_bound is None:
             self._slope_bound = theil_sen_upper_bound(self.times, self.values)
         return self._slope_bound * self.window_seconds
+
+    def rising(self) -> bool:
+        """`slope > 0`, decided without the slope when the slope's upper bound is already known to be ≤ 0 or
+        the signs of the pairs decide it (`theil_sen_rising`)."""
+        if self._slope is None:
+            if self._slope_bound is not None and self._slope_bound <= 0:
+                return False
+            known = theil_sen_rising(self.times, self.values)
+            if known is not None:
+                return known
+        return self.slope > 0
 
     def recent_slope(self) -> float:
         """The Theil–Sen slope of the newest half of the span (the whole slope with fewer than 3 points)."""
