@@ -17,7 +17,7 @@ from memorywatch.rules import random_walk
 from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.model import Probe, RuleSpec
 from memorywatch.rules.series import Point, Series
-from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats
+from memorywatch.rules.trend import MIN_POINTS, Trend, WindowStats, cannot_pass
 from memorywatch.rules.trend import judge as judge_window
 from memorywatch.samples import Sample
 
@@ -213,6 +213,9 @@ class TrendRule(Rule):
         self.warmup_seconds = self.window_seconds if spec.warmup_seconds is None else spec.warmup_seconds
         self.series = Series(self.window_seconds)
         self.last_trend: Trend | None = None
+        #: `last_trend` and the window statistics it was judged from (questions about its slope, answered
+        #: without the slope when they can be).
+        self.last_stats: tuple[Trend, WindowStats] | None = None
         self.suspicious = False
         self.held_since: float | None = None
         self._last_sustained: float | None = None
@@ -233,6 +236,7 @@ class TrendRule(Rule):
     def reset(self) -> None:
         self.series.clear()
         self.last_trend = None
+        self.last_stats = None
         self.suspicious = False
         self.held_since = None
         self._last_sustained = None
@@ -267,6 +271,7 @@ class TrendRule(Rule):
         stats = WindowStats(times, values, self.window_seconds) if len(times) >= 2 else None
         trend = self._judge_window(stats, latest)
         self.last_trend = trend
+        self.last_stats = (trend, stats) if trend is not None and stats is not None else None
         self.suspicious = self._suspicious(stats, trend)
         growth = _growth_of(trend)
         warmed = sample.time - started_at >= self.warmup_seconds - 1e-6
@@ -412,12 +417,11 @@ class TrendRule(Rule):
             return False
         if trend.sustained:
             return True
-        if stats.growth_bound() < self.min_growth * SUSPICION_GROWTH_SHARE:
-            return False  # so is trend.growth (≤ the bound): the relaxed rate test fails
+        relaxed_growth = self.min_growth * SUSPICION_GROWTH_SHARE
+        if cannot_pass(stats, min_growth=relaxed_growth, min_points=self.min_points):
+            return False  # too few points, the relaxed floor tests, or the slope's bound reject it
         # The same window judged at the relaxed min growth: its statistics are shared, not recomputed.
-        relaxed = judge_window(
-            stats, min_growth=self.min_growth * SUSPICION_GROWTH_SHARE, min_points=self.min_points
-        )
+        relaxed = judge_window(stats, min_growth=relaxed_growth, min_points=self.min_points)
         return relaxed.sustained
 
     @staticmethod

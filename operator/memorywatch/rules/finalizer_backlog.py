@@ -118,14 +118,21 @@ class FinalizerBacklog(TrendRule):
 
     def _probe_due(self, since: float) -> bool:
         """A routine stack probe is due: every `routine_probe_seconds` while the objects rise (the window's
-        Theil–Sen slope is positive), else every `idle_probe_seconds`. The slope is computed lazily
-        (trend.py), so it is read only when `since` lies between the two spacings and the answer depends on it."""
+        Theil–Sen slope is positive), else every `idle_probe_seconds`. The slope's sign is asked only when `since`
+        lies between the two spacings and the answer depends on it, and mostly answered without the slope
+        (`WindowStats.rising`)."""
         routine, idle = self.routine_probe_seconds, self.idle_probe_seconds
         if since < min(routine, idle):
             return False
         if since >= max(routine, idle):
             return True
-        rising = self.last_trend is not None and self.last_trend.slope_per_second > 0
+        trend, judged = self.last_trend, self.last_stats
+        if trend is None:
+            rising = False
+        elif judged is not None and judged[0] is trend:
+            rising = judged[1].rising()  # the same answer, mostly without the slope (trend.py)
+        else:
+            rising = trend.slope_per_second > 0
         return since >= (routine if rising else idle)
 
     def _finalizer_busy(self) -> bool:

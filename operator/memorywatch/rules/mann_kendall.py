@@ -17,9 +17,11 @@ autocorrelation, so it holds at the small n a window gives (6 GC points, 30 scra
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
+import operator
 from collections.abc import Sequence
 
 # One-sided significance level for "later values are higher".
@@ -91,16 +93,38 @@ def variance_inflation(times: Sequence[float], values: Sequence[float], slope: f
     ranks = _ranks([v - slope * t for t, v in zip(times, values, strict=True)])
     mean = sum(ranks) / n
     centred = [r - mean for r in ranks]
-    denominator = sum(c * c for c in centred)
+    denominator = sum(map(operator.mul, centred, centred))
     if denominator <= 0:
         return 1.0
     band = ACF_Z / math.sqrt(n)
     total = 0.0
     for lag in range(1, n - 2):
-        rho = sum(centred[i] * centred[i + lag] for i in range(n - lag)) / denominator
+        rho = sum(map(operator.mul, centred, centred[lag:])) / denominator  # centred[i]·centred[i + lag]
         if abs(rho) > band:
             total += (n - lag) * (n - lag - 1) * (n - lag - 2) * rho
     return max(1.0, 1 + 2 * total / (n * (n - 1) * (n - 2)))
+
+
+def pair_signs(values: Sequence[float]) -> tuple[int, int]:
+    """(pairs i < j with x_j > x_i, pairs with x_j < x_i). Without NaN, in O(n log n): walking from the newest
+    value back, the later values kept sorted say at once how many are above and below the current one (equal
+    ones count in neither). A NaN compares false both ways, which bisection cannot order: then pair by pair."""
+    if not all(map(operator.eq, values, values)):
+        above = sum(b > a for i, a in enumerate(values) for b in values[i + 1 :])
+        return above, sum(b < a for i, a in enumerate(values) for b in values[i + 1 :])
+    above = below = 0
+    later: list[float] = []
+    for value in reversed(values):
+        above += len(later) - bisect.bisect_right(later, value)
+        below += bisect.bisect_left(later, value)
+        bisect.insort(later, value)
+    return above, below
+
+
+def mann_kendall_s(values: Sequence[float]) -> int:
+    """S = Σ sign(x_j − x_i) over every pair i < j (an exact integer, from `pair_signs`)."""
+    above, below = pair_signs(values)
+    return above - below
 
 
 def mann_kendall_test(times: Sequence[float], values: Sequence[float], slope: float) -> MannKendall:
@@ -108,10 +132,7 @@ def mann_kendall_test(times: Sequence[float], values: Sequence[float], slope: fl
     n = len(values)
     if n < 3:
         return MannKendall(n, 0, 0.0, 0.0, 1.0, 1.0, False)
-    s = 0
-    for i, a in enumerate(values):
-        for b in values[i + 1 :]:
-            s += (b > a) - (b < a)
+    s = mann_kendall_s(values)
     tau = s / (n * (n - 1) / 2)
     counts: dict[float, int] = {}
     for v in values:

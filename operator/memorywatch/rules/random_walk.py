@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -106,20 +107,20 @@ def dickey_fuller_tau(times: Sequence[float], values: Sequence[float]) -> float 
     if scale <= 0:
         return None
     values = [(v - mean) / scale for v in values]
-    steps = [values[i] - values[i - 1] for i in range(1, n)]
-    rows: list[list[float]] = []
-    ys: list[float] = []
-    for j in range(n - 1):  # steps[j] = x_{j+1} − x_j
-        rows.append([1.0, (times[j + 1] - t0) / span, values[j]])
-        ys.append(steps[j])
-    xtx = [[sum(r[i] * r[j] for r in rows) for j in range(k)] for i in range(k)]
-    xty = [sum(r[i] * y for r, y in zip(rows, ys, strict=True)) for i in range(k)]
+    ys = [values[i] - values[i - 1] for i in range(1, n)]  # ys[j] = x_{j+1} − x_j
+    # The regressors as columns (a row j is [1, its time in [0, 1], x_j]); each sum below adds the same
+    # products in the same order as a loop over the rows would, in C.
+    columns = ([1.0] * (n - 1), [(times[j + 1] - t0) / span for j in range(n - 1)], values[: n - 1])
+    xtx = [[sum(map(operator.mul, columns[i], columns[j])) for j in range(k)] for i in range(k)]
+    xty = [sum(map(operator.mul, columns[i], ys)) for i in range(k)]
     beta = _solve(xtx, xty)
     column = _solve(xtx, [1.0 if i == 2 else 0.0 for i in range(k)])
     if beta is None or column is None:
         return None
-    residuals = [y - sum(b * x for b, x in zip(beta, r, strict=True)) for r, y in zip(rows, ys, strict=True)]
-    s2 = sum(e * e for e in residuals) / (len(ys) - k)
+    residuals = [
+        y - sum(map(operator.mul, beta, r)) for r, y in zip(zip(*columns, strict=True), ys, strict=True)
+    ]
+    s2 = sum(map(operator.mul, residuals, residuals)) / (len(ys) - k)
     se = math.sqrt(s2 * column[2]) if s2 > 0 and column[2] > 0 else 0.0
     return beta[2] / se if se > 0 else None
 
@@ -135,9 +136,9 @@ def kpss_eta(times: Sequence[float], values: Sequence[float]) -> float | None:
     slope = sum((t - mt) * (v - mv) for t, v in zip(times, values, strict=True)) / sxx
     e = [v - mv - slope * (t - mt) for t, v in zip(times, values, strict=True)]
     lags = min(n - 1, int(4 * (n / 100) ** 0.25))
-    variance = sum(x * x for x in e) / n
-    for lag in range(1, lags + 1):
-        variance += 2 * (1 - lag / (lags + 1)) * sum(e[i] * e[i - lag] for i in range(lag, n)) / n
+    variance: float = sum(map(operator.mul, e, e)) / n
+    for lag in range(1, lags + 1):  # Σ e[i]·e[i − lag] over i ≥ lag, in order
+        variance += 2 * (1 - lag / (lags + 1)) * sum(map(operator.mul, e[lag:], e)) / n
     if variance <= 0:
         return None
     total, partial = 0.0, 0.0

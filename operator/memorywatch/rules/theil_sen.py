@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
+
+from memorywatch.rules.mann_kendall import pair_signs
 
 # Pairwise statistics are O(n²): judge at most this many evenly spaced points (the floors use all of them).
 MAX_PAIRWISE_POINTS = 64
@@ -91,3 +94,34 @@ def _largest_rise(ts: Sequence[float], vs: Sequence[float], gap: float) -> float
             lo += 1
         best = max(best, vj - lowest)
     return best
+
+
+def theil_sen_rising(times: Columns, values: Columns) -> bool | None:
+    """Whether `theil_sen_columns(times, values) > 0`, without the slopes when the signs of the pairs decide
+    it; None when they do not (the caller computes the slope).
+
+    With increasing finite times (span under 1e300) and integral values under 2⁵³ (counts, bytes), a pair's
+    slope (vb − va)/(tb − ta) has the sign of vb − va, exactly, and a nonzero one is at least 1/span in size
+    (no underflow to 0). With `up` of the N pairs rising, the sorted slopes end with `up` positive ones: the
+    median (the middle one, or the mean of the two middle ones) is positive when up ≥ ⌊N/2⌋ + 1, and not
+    positive when up < ⌈N/2⌉; an even N with up = N/2 pairs a positive and a non-positive middle slope,
+    whose mean's sign needs their sizes (None)."""
+    ts, vs = evenly_columns(times, values, MAX_PAIRWISE_POINTS)
+    n = len(ts)
+    if n < 2:
+        return False  # no pair: the slope is 0
+    if not (
+        all(map(operator.lt, ts, itertools.islice(ts, 1, None)))
+        and math.isfinite(ts[0])
+        and math.isfinite(ts[-1])
+        and ts[-1] - ts[0] < 1e300
+        and all(abs(v) < 2**53 and v == int(v) for v in vs)
+    ):
+        return None
+    pairs = n * (n - 1) // 2
+    up, _ = pair_signs(vs)
+    if up >= pairs // 2 + 1:
+        return True
+    if up < (pairs + 1) // 2:
+        return False
+    return None

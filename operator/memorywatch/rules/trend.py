@@ -33,9 +33,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from memorywatch.rules import mann_kendall as mk
+from memorywatch.rules.floors import floors_columns
 from memorywatch.rules.lazy import Lazy
 from memorywatch.rules.series import Point
-from memorywatch.rules.theil_sen import MAX_PAIRWISE_POINTS, Columns, theil_sen_columns, theil_sen_upper_bound
+from memorywatch.rules.theil_sen import (
+    MAX_PAIRWISE_POINTS,
+    Columns,
+    theil_sen_columns,
+    theil_sen_rising,
+    theil_sen_upper_bound,
+)
 from memorywatch.rules.theil_sen import evenly_columns as _evenly_columns
 
 MIN_POINTS = 8
@@ -126,21 +133,6 @@ def mann_kendall(points: Sequence[Point]) -> tuple[float, float]:
     return result.tau, result.z
 
 
-def floors_columns(times: Columns, values: Columns, segments: int) -> tuple[float, ...]:
-    """The minimum of each of `segments` equal time slices (by index when a slice would be empty)."""
-    start, end = times[0], times[-1]
-    width = (end - start) / segments
-    if width > 0:
-        buckets: list[list[float]] = [[] for _ in range(segments)]
-        last = segments - 1
-        for time, value in zip(times, values, strict=True):
-            buckets[min(int((time - start) / width), last)].append(value)
-        if all(buckets):
-            return tuple(min(bucket) for bucket in buckets)
-    size = len(times) / segments
-    return tuple(min(values[round(i * size) : round((i + 1) * size)]) for i in range(segments))
-
-
 def segment_floors(points: Sequence[Point], segments: int) -> tuple[float, ...]:
     """The minimum of each of `segments` equal time slices (by index when a slice would be empty)."""
     return floors_columns([p.time for p in points], [p.value for p in points], segments)
@@ -211,6 +203,17 @@ class WindowStats:
         if self._slope_bound is None:
             self._slope_bound = theil_sen_upper_bound(self.times, self.values)
         return self._slope_bound * self.window_seconds
+
+    def rising(self) -> bool:
+        """`slope > 0`, decided without the slope when the slope's upper bound is already known to be ≤ 0 or
+        the signs of the pairs decide it (`theil_sen_rising`)."""
+        if self._slope is None:
+            if self._slope_bound is not None and self._slope_bound <= 0:
+                return False
+            known = theil_sen_rising(self.times, self.values)
+            if known is not None:
+                return known
+        return self.slope > 0
 
     def recent_slope(self) -> float:
         """The Theil–Sen slope of the newest half of the span (the whole slope with fewer than 3 points)."""
@@ -283,8 +286,9 @@ def judge(
 ) -> Trend:
     """The verdict on one measured window against `min_growth`; each test runs only if those before passed.
 
-    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails the
-    slope's upper bound or a floor test is not sustained whatever its slope: its slope, its growth and the
+    The rate test (growth ≥ min growth) and the floor tests are each necessary, so a window that fails a
+    floor test (tested first: the floors are already measured) or the slope's upper bound is not sustained
+    whatever its slope: its slope, its growth and the
     reason (the first failed test, in the order: points, rate, floors) are then computed when read."""
     n, window_seconds = stats.n, stats.window_seconds
     slope: float | Callable[[], float] = stats.fitted_slope
@@ -292,10 +296,10 @@ def judge(
     reason: str | Callable[[], str]
     if n < min_points:
         reason = f"too few points ({n} < {min_points})"
-    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
-        reason = RATE_FAILED
     elif floors_failed := _floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage):
         reason = functools.partial(_rate_or, stats, min_growth, floors_failed)
+    elif stats.growth_bound() < min_growth:  # so is the growth itself: the rate test fails
+        reason = RATE_FAILED
     else:
         slope, growth = stats.slope, stats.growth()
         reason = RATE_FAILED if growth < min_growth else ""
@@ -344,8 +348,21 @@ RATE_FAILED = "growth below the minimum"
 
 
 def _rate_or(stats: WindowStats, min_growth: float, floors_failed: str) -> str:
-    """The first failed test of a window whose floors failed: the rate test comes first."""
-    return RATE_FAILED if stats.growth() < min_growth else floors_failed
+    """The first failed test of a window whose floors failed: the rate test comes first (the slope's bound
+    decides it without the slope when it can)."""
+    if stats.growth_bound() < min_growth or stats.growth() < min_growth:
+        return RATE_FAILED
+    return floors_failed
+
+
+def cannot_pass(stats: WindowStats, *, min_growth: float, min_points: int = MIN_POINTS) -> bool:
+    """True when `judge(stats, min_growth=…)` is certainly not sustained by its cheap tests alone (too few
+    points, floors, the slope's upper bound), without building the Trend; False says nothing."""
+    return (
+        stats.n < min_points
+        or bool(_floors_why_not(min_growth, stats.floors, stats.floor_rise, stats.coverage))
+        or stats.growth_bound() < min_growth
+    )
 
 
 def _floors_why_not(min_growth: float, floors: tuple[float, ...], floor_rise: float, coverage: float) -> str:
