@@ -63,7 +63,8 @@ class ScaleConfig:
     release: str = "scale"
 
     def kind(self, i: int) -> str:
-        return "heap-leak" if i % self.leak_every == self.leak_every - 1 else "healthy"
+        """Pod i is watched by MemoryWatch i % watches; every leak_every-th pod of each watch leaks."""
+        return "heap-leak" if (i // self.watches) % self.leak_every == self.leak_every - 1 else "healthy"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,8 @@ other_total 99
     assert request_counts(text) == {"total": 10.0, "PUT leases": 8.0, "LIST pods": 2.0}
 
 
-def test_every_tenth_pod_leaks_by_default() -> None:
-    cfg = ScaleConfig()
-    kinds = [cfg.kind(i) for i in range(20)]
-    assert kinds.count("heap-leak") == 2 and kinds[9] == kinds[19] == "heap-leak"
+def test_every_tenth_pod_of_each_watch_leaks() -> None:
+    cfg = ScaleConfig(watches=2, leak_every=10)
+    leaking = [i for i in range(40) if cfg.kind(i) == "heap-leak"]
+    assert leaking == [18, 19, 38, 39]  # two per watch: pods 18 and 38 of w0, 19 and 39 of w1
+    assert {cfg.kind(i) for i in range(40)} == {"heap-leak", "healthy"}
