@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import math
 import pathlib
 import signal
 import time
@@ -184,27 +183,40 @@ class ScaleRun:
                                                         self._watch(w))  # fmt: skip
 
     def _nodes(self) -> list[str]:
-        """Enough kwok nodes for the pods: the cluster's, plus mw-scale-node-<i> (podCIDR <net>.<i>.0/24)."""
+        """Enough kwok nodes for the pods: the cluster's, plus mw-scale-node-<i> (podCIDR <net>.<i>.0/24) until
+        the free slots (PODS_PER_NODE per node, less the pods already there) hold every pod."""
         names = sorted(n.metadata.name for n in self.core.list_node().items)
-        need = math.ceil(self.cfg.pods / PODS_PER_NODE)
+        used: dict[str, int] = {}
+        for p in self.core.list_pod_for_all_namespaces().items:
+            used[p.spec.node_name or ""] = used.get(p.spec.node_name or "", 0) + 1
+        free = sum(max(0, PODS_PER_NODE - used.get(n, 0)) for n in names)
         net = self.cluster.info["pod_network"].rsplit(".", 2)[0]  # "127.48.0.0/16" -> "127.48"
         i = len(names)
-        while len(names) < need:
+        while free < self.cfg.pods:
+            while SCALE_NODE.format(i=i) in names:
+                i += 1
             if i > 250:
                 raise RuntimeError(f"{self.cfg.pods} pods need more than 250 nodes' /24s")
             name = SCALE_NODE.format(i=i)
-            cidr = f"{net}.{i}.0/24"
-            with contextlib.suppress(client.ApiException):
-                self.core.create_node({
-                    "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "type": "kwok",
-                                                          "kubernetes.io/os": "linux"},
-                                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
-                    "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
-                })  # fmt: skip
-                self.extra_nodes.append(name)
+            try:
+                self._create_node(name, f"{net}.{i}.0/24")
+            except client.ApiException as e:
+                if e.status != 409:  # another run's node of that name: try the next
+                    raise
+                i += 1
+                continue
+            self.extra_nodes.append(name)
             names.append(name)
-            i += 1
+            free += PODS_PER_NODE
         return names
+
+    def _create_node(self, name: str, cidr: str) -> None:
+        self.core.create_node({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "type": "kwok",
+                                                      "kubernetes.io/os": "linux"},
+                             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+            })  # fmt: skip
 
     def _create_pods(self, nodes: Sequence[str]) -> None:
         used: dict[str, int] = {}
