@@ -19,6 +19,7 @@ import json
 import pathlib
 import signal
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -158,7 +159,10 @@ class ScaleRun:
         self.pod_of: dict[str, str] = {}  # "ip:port" -> pod name
         self.kind_of: dict[str, str] = {}  # pod name -> fleetsim kind
         self.identities = [f"replica-{i}" for i in range(cfg.replicas)]
-        self.group = f"{cfg.release}-memorywatch"
+        # A release of its own per run: the chart's ClusterRole and ClusterRoleBinding are named after it, and two
+        # runs on one cluster must not rebind (or, when one ends, delete) each other's.
+        self.release = f"{cfg.release}-{uuid.uuid4().hex[:5]}"
+        self.group = f"{self.release}-memorywatch"
 
     # ----- setup -----
     def setup(self) -> None:
@@ -280,7 +284,7 @@ class ScaleRun:
         core = self.core
         self.op_namespace = new_namespace(core, "mw-scale")
         kubeconfig, self.rendered = chart_identity(
-            self.cluster, self.cfg.release, self.op_namespace, self.work / "kubeconfig",
+            self.cluster, self.release, self.op_namespace, self.work / "kubeconfig",
             f"replicaCount={self.cfg.replicas}", "sharding.enabled=true",
         )  # fmt: skip
         sharding = (
