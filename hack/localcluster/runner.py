@@ -49,6 +49,10 @@ BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 BACKOFF_RESET_AFTER = 30.0  # a container that ran this long starts its backoff afresh
 SHUTDOWN_GRACE_MAX = 10.0  # when the runner itself stops (hack/local-cluster down)
+#: A pod with this annotation set to "true" runs no process: kwok alone makes it Running with an IP, and whatever
+#: serves that IP is outside the cluster (the scale test's fleet simulator). The runner leaves it alone entirely
+#: (no process, no kwok Logs/PortForward objects, no events), so thousands of such pods cost it nothing.
+NO_PROCESS_ANNOTATION = "localcluster.memorywatch.dev/no-process"
 
 Pod = dict[str, Any]
 
@@ -175,6 +179,8 @@ class Runner:
     @staticmethod
     def should_run(pod: Pod) -> bool:
         st = pod.get("status") or {}
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(NO_PROCESS_ANNOTATION) == "true":
+            return False
         return bool(
             (pod.get("spec") or {}).get("nodeName")
             and st.get("podIP")

@@ -214,6 +214,9 @@ async def _main(
     from aiohttp import web
 
     import memorywatch.handlers  # noqa: F401 - registers the handlers
+    from memorywatch.control import kopf_toggles
+
+    kopf_toggles.install()  # before kopf starts: its index pre-population is O(pods²) otherwise
     from memorywatch.actions.config import ledger_namespace
     from memorywatch.actions.ledger import LeaseLedger
     from memorywatch.actions.runner import KubeActions
