@@ -7,22 +7,18 @@ saw the name, not the address. If botocore's or urllib3's internals move, the ro
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import pathlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from versitygw import S3Server
 
 from memorywatch.api.spec import parse_spec
 from memorywatch.operator_main import build_store
 from memorywatch.store import CaptureKey, FilesystemStore, StoreUnavailable
 from memorywatch.store.policy import S3Policy
+from support.tls import issue, write_pem
 
 pytestmark = pytest.mark.timeout(60)
 KEY = CaptureKey(
@@ -92,36 +88,12 @@ async def test_build_store_pins_what_the_policy_resolved(
 
 
 def _tls_files(tmp: pathlib.Path, server_name: str) -> tuple[str, tuple[str, str]]:
-    """A CA and a server certificate for `server_name` signed by it: (CA file, (certificate, key))."""
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-
-    def issue(cn: str, key: Any, issuer: tuple[Any, x509.Certificate] | None, ca: bool) -> x509.Certificate:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer[1].subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:  # the IP address too, for the test's own setup client (https://127.0.0.1)
-            names = [x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return builder.sign(issuer[0] if issuer else key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue("memorywatch test CA", ca_key, None, True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = issue(server_name, key, (ca_key, ca), False)
-    paths = tmp / "ca.crt", tmp / "server.crt", tmp / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return str(paths[0]), (str(paths[1]), str(paths[2]))
+    """A CA and a server certificate for `server_name` (and 127.0.0.1, for the test's own setup client)
+    signed by it: (CA file, (certificate, key))."""
+    ca = issue("memorywatch test CA", ca=True)
+    ca_file, _ = write_pem(tmp, "ca", ca)
+    return ca_file, write_pem(tmp, "server", issue(server_name, ca, dns_names=[server_name],
+                                                   ip_addresses=["127.0.0.1"]))  # fmt: skip
 
 
 @pytest.mark.parametrize("certified", [UNRESOLVABLE, "someone-else.invalid"])

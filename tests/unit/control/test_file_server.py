@@ -7,7 +7,6 @@ behind a real kube-apiserver."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import pathlib
 import socket
@@ -17,48 +16,19 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from memorywatch.api import file_access as fa
 from memorywatch.control.file_server import FileServer, FileServerLimits, FrontProxyRefresher, tls_context
 from memorywatch.k8s import ApiUnavailable, NotFoundError
+from support.tls import Pair, issue, write_pem
 
 PATH = "shop/checkout/checkout-0/20261201T100000Z-heap-growth"
 BASE = "/apis/files.memorywatch.io/v1alpha1/namespaces/shop/memorycaptures"
 
 
-def _cert(
-    cn: str, issuer: tuple[Any, x509.Certificate] | None, *, ca: bool = False, san: bool = False
-) -> tuple[Any, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[1].subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-        )
-    return key, builder.sign(issuer[0] if issuer else key, hashes.SHA256())
-
-
-def _write(tmp: pathlib.Path, name: str, pair: tuple[Any, x509.Certificate]) -> tuple[str, str]:
-    crt, key = tmp / f"{name}.crt", tmp / f"{name}.key"
-    crt.write_bytes(pair[1].public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(pair[0].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))  # fmt: skip
-    return str(crt), str(key)
+def _cert(cn: str, issuer: Pair | None, *, ca: bool = False, san: bool = False) -> Pair:
+    return issue(cn, issuer, ca=ca, dns_names=("localhost",) if san else ())
 
 
 class FakeKube:
@@ -86,12 +56,12 @@ async def served(tmp_path: pathlib.Path) -> AsyncIterator[dict[str, Any]]:
     rogue_ca = _cert("rogue-ca", None, ca=True)
     server_ca = _cert("server-ca", None, ca=True)
     certs = {
-        "proxy": _write(tmp_path, "proxy", _cert("front-proxy-client", proxy_ca)),
-        "other-name": _write(tmp_path, "other", _cert("someone-else", proxy_ca)),
-        "rogue": _write(tmp_path, "rogue", _cert("front-proxy-client", rogue_ca)),
+        "proxy": write_pem(tmp_path, "proxy", _cert("front-proxy-client", proxy_ca)),
+        "other-name": write_pem(tmp_path, "other", _cert("someone-else", proxy_ca)),
+        "rogue": write_pem(tmp_path, "rogue", _cert("front-proxy-client", rogue_ca)),
     }
-    srv_crt, srv_key = _write(tmp_path, "server", _cert("localhost", server_ca, san=True))
-    ca_file, _ = _write(tmp_path, "server-ca", server_ca)
+    srv_crt, srv_key = write_pem(tmp_path, "server", _cert("localhost", server_ca, san=True))
+    ca_file, _ = write_pem(tmp_path, "server-ca", server_ca)
     proxy = fa.front_proxy({
         "requestheader-client-ca-file": proxy_ca[1].public_bytes(serialization.Encoding.PEM).decode(),
         "requestheader-allowed-names": '["front-proxy-client"]',
@@ -214,7 +184,7 @@ async def test_a_bug_costs_one_request_not_the_server(served: dict[str, Any]) ->
 
 async def test_a_rotated_front_proxy_ca_is_followed_without_a_restart(served: dict[str, Any]) -> None:
     new_ca = _cert("front-proxy-ca-2", None, ca=True)
-    served["certs"]["rotated"] = _write(served["tmp"], "rotated", _cert("front-proxy-client-2", new_ca))
+    served["certs"]["rotated"] = write_pem(served["tmp"], "rotated", _cert("front-proxy-client-2", new_ca))
     with pytest.raises(httpx.HTTPError):  # not trusted yet
         await _get(served, f"{BASE}/c1", cert="rotated")
     settings: list[Any] = [ApiUnavailable("read ConfigMap: 503 Service Unavailable", 503)]
