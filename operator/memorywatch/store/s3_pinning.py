@@ -5,7 +5,9 @@ addresses, but boto3 would resolve the name again for every new connection, so a
 changes after the check (DNS rebinding), or a bucket's virtual-hosted name (`bucket.endpoint-host`, resolved
 on its own), could still reach the cloud metadata service or a cluster Service. Here every connection the
 client opens goes to the checked addresses, tried in order; the request still names the host (Host header,
-TLS server name and certificate check), so nothing else changes for the S3 server.
+TLS server name and certificate check), so nothing else changes for the S3 server. Connections through an
+HTTP(S) proxy set in the operator's environment go to the proxy as before and are not pinned: the proxy resolves
+the name, and the chart's NetworkPolicy egress rules are the fence there.
 
 This reaches into botocore's HTTP session (`client._endpoint.http_session`), whose pool classes are the
 documented urllib3 extension point (`PoolManager.pool_classes_by_scheme`); urllib3 resolves the name it
@@ -66,7 +68,8 @@ def pin_client(client: Any, addresses: Sequence[str]) -> None:
             "http": _pinned_pool(AWSHTTPConnectionPool, AWSHTTPConnection, pinned),
             "https": _pinned_pool(AWSHTTPSConnectionPool, AWSHTTPSConnection, pinned),
         }
-        session._pool_classes_by_scheme = classes  # for the proxy managers it makes later
+        # Only the direct manager: a connection through an HTTP(S) proxy from the environment goes to the proxy,
+        # which resolves the name itself (pinning it to the S3 address would bypass or break the proxy).
         session._manager.pool_classes_by_scheme = classes
         session._manager.clear()  # no connection opened before the pin survives
     except AttributeError as e:
